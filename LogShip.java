@@ -202,9 +202,10 @@ public class LogShip implements Callable<Integer> {
         return dir;
     }
 
+    /** DOTALL: a file name is one string, and '.' should match any of its characters, even a newline. */
     static Pattern filePattern(String value) throws ConfigError {
         try {
-            return Pattern.compile(value);
+            return Pattern.compile(value, Pattern.DOTALL);
         } catch (PatternSyntaxException e) {
             throw new ConfigError("LOG_FILE_PATTERN (--pattern) '" + value + "' is not a valid regex: "
                     + e.getDescription() + " near index " + e.getIndex() + ".");
@@ -388,7 +389,7 @@ public class LogShip implements Callable<Integer> {
     record Found(Path path, FileKey key, long size) {}
 
     static final class Discovery {
-        private final Path directory;
+        final Path directory;
         private final Path realDirectory;
         private final Pattern pattern;
 
@@ -952,14 +953,20 @@ public class LogShip implements Callable<Integer> {
      */
     static final class Watcher implements AutoCloseable {
         private final WatchService service;
+        private final Discovery discovery;
         private final Set<String> changed = ConcurrentHashMap.newKeySet();
         private final AtomicBoolean needsRescan = new AtomicBoolean();
+        private final java.util.Queue<Pinned> pinned = new java.util.concurrent.ConcurrentLinkedQueue<>();
         private final Thread thread;
 
-        Watcher(Path directory, Wakeup wakeup) throws IOException {
+        /** A file opened the moment it appeared, before the loop got to it. */
+        record Pinned(Found found, FileChannel channel) {}
+
+        Watcher(Discovery discovery, Wakeup wakeup) throws IOException {
+            this.discovery = discovery;
             service = FileSystems.getDefault().newWatchService();
-            directory.register(service, StandardWatchEventKinds.ENTRY_CREATE, StandardWatchEventKinds.ENTRY_DELETE,
-                    StandardWatchEventKinds.ENTRY_MODIFY);
+            discovery.directory.register(service, StandardWatchEventKinds.ENTRY_CREATE,
+                    StandardWatchEventKinds.ENTRY_DELETE, StandardWatchEventKinds.ENTRY_MODIFY);
             thread = new Thread(() -> watch(wakeup), "logship-watcher");
             thread.setDaemon(true);
             thread.start();
@@ -973,8 +980,10 @@ public class LogShip implements Callable<Integer> {
                         if (event.kind() == StandardWatchEventKinds.OVERFLOW) {
                             needsRescan.set(true);
                         } else {
+                            String name = event.context().toString();
+                            if (event.kind() == StandardWatchEventKinds.ENTRY_CREATE) pin(name);
                             if (event.kind() != StandardWatchEventKinds.ENTRY_MODIFY) needsRescan.set(true);
-                            changed.add(event.context().toString());
+                            changed.add(name);
                         }
                     }
                     if (!key.reset()) {
@@ -986,6 +995,33 @@ public class LogShip implements Callable<Integer> {
             } catch (InterruptedException | ClosedWatchServiceException e) {
                 // closing down
             }
+        }
+
+        /**
+         * Opens a new matching file at once. The open handle keeps the file reachable even if it is
+         * renamed to a non-matching name and deleted before the loop looks: with several rotations
+         * between two scans, a file that lived for a moment is still shipped.
+         */
+        private void pin(String name) {
+            if (!discovery.matches(name) || name.endsWith(".gz")) return;
+            Found found = discovery.inspect(discovery.resolve(name));
+            if (found == null) return;
+            try {
+                FileChannel channel = FileChannel.open(found.path(), StandardOpenOption.READ);
+                if (found.key().equals(FileKey.of(found.path()))) {
+                    pinned.add(new Pinned(found, channel));
+                } else {
+                    channel.close(); // replaced already: the rescan will find the new one
+                }
+            } catch (IOException e) {
+                // gone or unreadable: the rescan decides what to say about it
+            }
+        }
+
+        List<Pinned> takePinned() {
+            List<Pinned> taken = new ArrayList<>();
+            for (Pinned p; (p = pinned.poll()) != null; ) taken.add(p);
+            return taken;
         }
 
         /** Names that changed since the last call. */
@@ -1001,7 +1037,10 @@ public class LogShip implements Callable<Integer> {
         boolean takeNeedsRescan() { return needsRescan.getAndSet(false); }
 
         @Override
-        public void close() throws IOException { service.close(); }
+        public void close() throws IOException {
+            service.close();
+            for (Pinned p : takePinned()) p.channel().close();
+        }
     }
 
     /**
@@ -1119,13 +1158,15 @@ public class LogShip implements Callable<Integer> {
                 Log.info("positions are kept in memory only: set LOG_STATE_FILE to resume after a restart");
             }
             try {
-                discoverAtStartup();
                 if (settings.once()) {
+                    discoverAtStartup();
                     readUntilCaughtUp(tails.values(), Long.MAX_VALUE, true);
                     savePositions();
                     return 0;
                 }
+                // Watch first, then scan: a file created in between is then seen by one or the other.
                 try (Watcher watcher = startWatcher()) {
+                    discoverAtStartup();
                     Log.info("ready: following " + tails.size() + " file(s)");
                     follow(watcher);
                 }
@@ -1143,7 +1184,7 @@ public class LogShip implements Callable<Integer> {
 
         private Watcher startWatcher() {
             try {
-                return new Watcher(settings.directory(), wakeup);
+                return new Watcher(discovery, wakeup);
             } catch (IOException | UnsupportedOperationException e) {
                 Log.warn("no change notification (" + e.getMessage() + "); polling every " + human(settings.interval()));
                 return null;
@@ -1178,6 +1219,8 @@ public class LogShip implements Callable<Integer> {
 
         void discoverAtStartup() { reconcile(discovery.scan(), true); }
 
+        int tailCount() { return tails.size(); }
+
         /** The always-correct path: rescan the directory and look at every file, changed or not. */
         void pollEverything() throws IOException {
             reconcile(discovery.scan(), false);
@@ -1188,6 +1231,14 @@ public class LogShip implements Callable<Integer> {
         /** The tails an event batch concerns, rescanning first when names came or went. */
         private Collection<Tail> changedTails(Watcher watcher) {
             if (watcher == null) return List.of();
+            for (Watcher.Pinned p : watcher.takePinned()) {
+                if (tails.containsKey(p.found().key())) {
+                    closeQuietly(p.channel());
+                } else {
+                    openFiles++;
+                    adopt(p.found(), p.channel(), false);
+                }
+            }
             Set<String> names = watcher.takeChanged();
             boolean rescan = watcher.takeNeedsRescan();
             Map<String, Tail> byName = new HashMap<>();
@@ -1220,7 +1271,7 @@ public class LogShip implements Callable<Integer> {
                     tail.path = f.path();
                     tail.goneSinceNanos = 0;
                 } else {
-                    adopt(f, startup);
+                    adopt(f, null, startup);
                 }
             }
             for (Iterator<Tail> it = tails.values().iterator(); it.hasNext(); ) {
@@ -1249,13 +1300,14 @@ public class LogShip implements Callable<Integer> {
             return open(tail) != null;
         }
 
-        private void adopt(Found found, boolean startup) {
+        private void adopt(Found found, FileChannel pinned, boolean startup) {
             if (found.path().getFileName().toString().endsWith(".gz")) {
                 adoptArchive(found);
                 return;
             }
             Tail tail = new Tail(found.key(), found.path(), false);
-            FileChannel channel = open(tail);
+            tail.channel = pinned;
+            FileChannel channel = pinned != null ? pinned : open(tail);
             if (channel == null) return; // unreadable or gone: the next scan tries again
             try {
                 Positions.Entry saved = positions.get(found.key());
@@ -1276,6 +1328,7 @@ public class LogShip implements Callable<Integer> {
                 tail.fingerprint = Fingerprint.read(channel);
                 tails.put(tail.key, tail);
                 Log.debug("following " + tail.name() + " from byte " + tail.offset);
+                idle(tail); // thousands of files at startup must not hold thousands of descriptors
             } catch (IOException e) {
                 Log.warnOnce("read:" + tail.name(), "cannot read " + tail.name() + ": " + reason(e) + "; will retry");
                 closeTail(tail);
@@ -1496,7 +1549,20 @@ public class LogShip implements Callable<Integer> {
                 closeTail(tail);
                 if (!reopenElsewhere(tail)) return null;
             }
+            if (!tail.fingerprint.matches(tail.channel)) {
+                // The inode was freed while we held no handle and a new file got it: a new file.
+                Log.debug(tail.name() + " is a new file that reuses an old inode; reading it from the start");
+                tail.restartFromTop();
+            }
             return tail.channel;
+        }
+
+        private static void closeQuietly(FileChannel channel) {
+            try {
+                channel.close();
+            } catch (IOException e) {
+                // a read-only handle: nothing to lose
+            }
         }
 
         private void closeTail(Tail tail) {

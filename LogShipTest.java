@@ -222,8 +222,24 @@ public class LogShipTest {
         }
 
         static Shipped start(Map<String, String> env, boolean readStdout, String... args) {
-            List<String> command = new ArrayList<>(List.of(javaBinary(), "-cp", System.getProperty("java.class.path"),
-                    "LogShip"));
+            return start(List.of(), List.of(), env, readStdout, args);
+        }
+
+        /**
+         * With {@code prefix} (e.g. setpriv or a shell that lowers ulimit) before java and
+         * {@code jvmOptions} after it.
+         */
+        static Shipped start(List<String> prefix, List<String> jvmOptions, Map<String, String> env, boolean readStdout,
+                             String... args) {
+            return start(prefix, jvmOptions, System.getProperty("java.class.path"), env, readStdout, args);
+        }
+
+        static Shipped start(List<String> prefix, List<String> jvmOptions, String classPath, Map<String, String> env,
+                             boolean readStdout, String... args) {
+            List<String> command = new ArrayList<>(prefix);
+            command.add(javaBinary());
+            command.addAll(jvmOptions);
+            command.addAll(List.of("-cp", classPath, "LogShip"));
             command.addAll(List.of(args));
             return launch(command, env, readStdout);
         }
@@ -693,6 +709,450 @@ public class LogShipTest {
                     Map.of(), true);
             assertEquals(0, run.awaitExit(), run::stderr);
             assertEquals("via jbang\n", run.stdout());
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Rotation: rename + create, copytruncate, truncation, deletion
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class Rotation {
+        @TempDir
+        Path dir;
+
+        @Test
+        void renamedFileIsDrainedBeforeTheNewOneIsRead() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, numbered("old", 0, 10));
+            InProcess shipper = new InProcess(dir).start();
+            shipper.poll();
+            append(log, numbered("old", 10, 20));
+            Files.move(log, dir.resolve("app.log.1"));
+            append(dir.resolve("app.log.1"), numbered("old", 20, 30)); // the writer still holds the old file
+            append(log, numbered("new", 0, 10));
+            shipper.poll();
+            assertLines(concat(numberedLines("old", 0, 30), numberedLines("new", 0, 10)), shipper.all().lines().toList());
+            assertEquals("", shipper.poll());
+        }
+
+        @Test
+        void aDeletedFileIsDrainedAndARecreatedNameIsANewFile() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, "first life 1\n");
+            InProcess shipper = new InProcess(dir).start();
+            shipper.poll();
+            append(log, "first life 2\n");
+            try (var stillOpen = Files.newOutputStream(log, StandardOpenOption.APPEND)) {
+                Files.delete(log);
+                stillOpen.write("first life 3\n".getBytes(StandardCharsets.UTF_8));
+            }
+            append(log, "second life 1\n");
+            shipper.poll();
+            assertEquals("first life 1\nfirst life 2\nfirst life 3\nsecond life 1\n", shipper.all());
+        }
+
+        @Test
+        void aRenamedFileIsClosedOnlyAfterItHasBeenQuiet() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, "a\n");
+            InProcess shipper = new InProcess(dir, "--rotate-wait", "200ms").start();
+            shipper.poll();
+            Path rotated = dir.resolve("app.log.1");
+            Files.move(log, rotated);
+            // Keep writing to the renamed file for longer than --rotate-wait: a timer alone would close it.
+            long until = System.nanoTime() + Duration.ofMillis(600).toNanos();
+            int n = 0;
+            while (System.nanoTime() < until) {
+                append(rotated, "late" + n++ + "\n");
+                shipper.poll();
+                Thread.sleep(20);
+            }
+            shipper.poll();
+            assertLines(concat(List.of("a"), numberedLines("late", 0, n)), shipper.all().lines().toList());
+            await("the quiet renamed file to be closed", () -> {
+                try {
+                    shipper.poll();
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                }
+                return shipper.shipper.tailCount() == 0;
+            });
+        }
+
+        @Test
+        void copytruncateRestartsAtTheTopWithoutDuplicates() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, numbered("before", 0, 100));
+            InProcess shipper = new InProcess(dir).start();
+            shipper.poll();
+            Files.copy(log, dir.resolve("app.log.1"));
+            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
+                channel.truncate(0);
+            }
+            append(log, numbered("after", 0, 5));
+            shipper.poll();
+            assertLines(concat(numberedLines("before", 0, 100), numberedLines("after", 0, 5)),
+                    shipper.all().lines().toList());
+        }
+
+        @Test
+        void aTruncationHiddenByRegrowthIsStillNoticed() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, numbered("before", 0, 10));
+            InProcess shipper = new InProcess(dir).start();
+            shipper.poll();
+            long shippedOffset = Files.size(log);
+            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
+                channel.truncate(0);
+            }
+            // Grows past the old offset before the shipper looks again: only the marker can tell.
+            append(log, numbered("regrown-", 0, 40));
+            assertTrue(Files.size(log) > shippedOffset);
+            shipper.poll();
+            assertLines(concat(numberedLines("before", 0, 10), numberedLines("regrown-", 0, 40)),
+                    shipper.all().lines().toList());
+        }
+
+        @Test
+        void highRateRenameRotationLosesAndDuplicatesNothing() throws Exception {
+            // 10k lines/s, a rename rotation every second plus bursts of rotations 50 ms apart, and
+            // a scan interval (10s) longer than the whole run: events and open handles do the work.
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "10s"))) {
+                run.awaitReady();
+                RotatingWriter writer = new RotatingWriter(dir.resolve("app.log"));
+                long written = writer.run(Duration.ofSeconds(5), 10_000, Duration.ofSeconds(1), 3);
+                run.awaitLineCount((int) written);
+                assertEquals(0, run.terminate());
+                writer.assertShippedExactlyOnce(run.lines());
+            }
+        }
+    }
+
+    static <T> List<T> concat(List<T> a, List<T> b) {
+        List<T> all = new ArrayList<>(a);
+        all.addAll(b);
+        return all;
+    }
+
+    /**
+     * Writes numbered lines ("g<generation> <n>") at a steady rate and rotates like a real app with
+     * logrotate: rename the live file (overwriting the previous .1), keep writing a few lines to the
+     * old handle as nginx does until it reopens, then create a new file.
+     */
+    static final class RotatingWriter {
+        private final Path live;
+        private final Map<Integer, Integer> linesPerGeneration = new HashMap<>();
+
+        RotatingWriter(Path live) { this.live = live; }
+
+        long run(Duration length, int linesPerSecond, Duration rotateEvery, int burst) throws Exception {
+            long start = System.nanoTime();
+            long nextRotation = start + rotateEvery.toNanos();
+            int generation = 0;
+            long total = 0;
+            var out = Files.newOutputStream(live, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+            int n = 0;
+            while (System.nanoTime() - start < length.toNanos()) {
+                long due = (System.nanoTime() - start) * linesPerSecond / 1_000_000_000L;
+                StringBuilder batch = new StringBuilder();
+                for (; total < due; total++) batch.append('g').append(generation).append(' ').append(n++).append('\n');
+                out.write(batch.toString().getBytes(StandardCharsets.UTF_8));
+                out.flush();
+                if (System.nanoTime() - nextRotation >= 0) {
+                    for (int b = 0; b < burst; b++) {
+                        Files.move(live, live.resolveSibling(live.getFileName() + ".1"),
+                                java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                        for (int late = 0; late < 5; late++, total++) {
+                            out.write(("g" + generation + " " + n++ + "\n").getBytes(StandardCharsets.UTF_8));
+                        }
+                        out.close();
+                        linesPerGeneration.put(generation, n);
+                        generation++;
+                        n = 0;
+                        out = Files.newOutputStream(live, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+                        if (b + 1 < burst) {
+                            for (int i = 0; i < 20; i++, total++) {
+                                out.write(("g" + generation + " " + n++ + "\n").getBytes(StandardCharsets.UTF_8));
+                            }
+                            out.flush();
+                            Thread.sleep(50);
+                        }
+                    }
+                    nextRotation += rotateEvery.toNanos();
+                }
+                Thread.sleep(5);
+            }
+            out.close();
+            linesPerGeneration.put(generation, n);
+            return total;
+        }
+
+        void assertShippedExactlyOnce(List<String> shipped) {
+            Map<Integer, List<Integer>> seen = new HashMap<>();
+            for (String line : shipped) {
+                String[] parts = line.split(" ");
+                seen.computeIfAbsent(Integer.parseInt(parts[0].substring(1)), g -> new ArrayList<>())
+                        .add(Integer.parseInt(parts[1]));
+            }
+            assertEquals(linesPerGeneration.keySet(), seen.keySet(), "generations shipped");
+            linesPerGeneration.forEach((g, count) -> {
+                List<Integer> expected = IntStream.range(0, count).boxed().toList();
+                assertEquals(expected, seen.get(g), "generation " + g + " must be complete, in order, once");
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Hostile input: odd entries, odd bytes, odd names, unreadable and vanishing files
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class HostileInput {
+        @TempDir
+        Path dir;
+
+        @Test
+        void fifosSocketsAndDirectoriesAreSkippedWithoutBlocking() throws Exception {
+            assertEquals(0, new ProcessBuilder("mkfifo", dir.resolve("pipe.log").toString()).start().waitFor());
+            Files.createDirectory(dir.resolve("folder.log"));
+            try (var socket = java.nio.channels.ServerSocketChannel.open(java.net.StandardProtocolFamily.UNIX)) {
+                socket.bind(java.net.UnixDomainSocketAddress.of(dir.resolve("sock.log")));
+                append(dir.resolve("ok.log"), "ok 1\n");
+                try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "200ms",
+                        "LOG_LEVEL", "debug"))) {
+                    run.awaitReady().awaitLineCount(1);
+                    append(dir.resolve("ok.log"), "ok 2\n");
+                    run.awaitLineCount(2);
+                    run.awaitStderr("skipping pipe.log").awaitStderr("skipping folder.log").awaitStderr("skipping sock.log");
+                    await("three more rescans", () -> count(run.stderr(), "debug: skipping pipe.log") >= 3);
+                    append(dir.resolve("ok.log"), "ok 3\n");
+                    run.awaitLineCount(3);
+                    assertEquals(0, run.terminate());
+                    assertEquals("ok 1\nok 2\nok 3\n", run.stdout());
+                    assertEquals(1, count(run.stderr(), "warn: skipping pipe.log"), "warned once, not at every scan");
+                }
+            }
+        }
+
+        @Test
+        void symlinksAreFollowedOnlyToRegularFilesInsideTheDirectory() throws Exception {
+            Path outside = Files.createTempDirectory("logship-secret");
+            try {
+                Path secret = Files.writeString(outside.resolve("token"), "TOP-SECRET\n");
+                Files.createSymbolicLink(dir.resolve("leak.log"), secret);
+                Path inside = Files.writeString(dir.resolve("real.txt"), "inside\n");
+                Files.createSymbolicLink(dir.resolve("inside.log"), inside);
+                Files.createSymbolicLink(dir.resolve("dangling.log"), dir.resolve("nowhere"));
+                try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "200ms",
+                        "LOG_LEVEL", "debug"))) {
+                    run.awaitReady().awaitLineCount(1);
+                    run.awaitStderr("leak.log: it is a symlink to " + secret);
+                    await("three more rescans", () -> count(run.stderr(), "debug: skipping leak.log") >= 3);
+                    assertEquals(0, run.terminate());
+                    assertEquals("inside\n", run.stdout());
+                    assertFalse(run.stdout().contains("SECRET"));
+                    assertEquals(1, count(run.stderr(), "warn: skipping leak.log"), "one warning, not one per scan");
+                    assertEquals(1, count(run.stderr(), "warn: skipping dangling.log"), run.stderr());
+                }
+            } finally {
+                deleteTree(outside);
+            }
+        }
+
+        @Test
+        void longLinesAreCutAtTheLimitAndTheRestDropped() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, "short\n" + "x".repeat(25) + "\nafter\n" + "y".repeat(10) + "\n");
+            InProcess shipper = new InProcess(dir, "--max-line-bytes", "10").start();
+            assertEquals("short\n" + "x".repeat(10) + "\nafter\n" + "y".repeat(10) + "\n", shipper.poll());
+            // A long line still being written: cut once, its rest dropped as it arrives.
+            append(log, "z".repeat(15));
+            assertEquals("z".repeat(10) + "\n", shipper.poll());
+            append(log, "z".repeat(15) + "\nnext\n");
+            assertEquals("next\n", shipper.poll());
+        }
+
+        @Test
+        void aFiftyMegabyteLineKeepsMemoryBounded() throws Exception {
+            Path log = dir.resolve("huge.log");
+            byte[] chunk = "0123456789abcdef".repeat(64 * 1024).getBytes(StandardCharsets.US_ASCII); // 1 MiB
+            for (int i = 0; i < 50; i++) append(log, chunk);
+            append(log, "\nafter\n");
+            // A 32 MiB heap cannot hold a 50 MB line: this only passes if reading streams.
+            Shipped run = Shipped.start(List.of(), List.of("-Xmx32m"), Map.of("LOG_DIRECTORY", dir.toString()), true,
+                    "--once");
+            assertEquals(0, run.awaitExit(), run::stderr);
+            List<String> lines = run.lines();
+            assertEquals(2, lines.size());
+            assertEquals(1048576, lines.get(0).length());
+            assertEquals("after", lines.get(1));
+            assertTrue(run.stderr().contains("was cut at that length"), run.stderr());
+        }
+
+        @Test
+        void namesWithSpacesUnicodeAndShellMetacharactersWork() throws Exception {
+            List<String> names = List.of("a b.log", "ünïcödé €.log", "$(rm -rf x);'\"`.log", "-n.log", "new\nline.log");
+            for (String name : names) append(dir.resolve(name), "from " + name.replace("\n", "\\n") + "\n");
+            InProcess shipper = new InProcess(dir).start();
+            List<String> shipped = new ArrayList<>(shipper.poll().lines().toList());
+            shipped.sort(null);
+            List<String> expected = new ArrayList<>(names.stream().map(n -> "from " + n.replace("\n", "\\n")).toList());
+            expected.sort(null);
+            assertEquals(expected, shipped);
+        }
+
+        @Test
+        void anUnreadableFileIsWarnedAboutOnceAndRetried() throws Exception {
+            Path shared = sharedTempDir();
+            try {
+                append(shared.resolve("open.log"), "open\n");
+                Path locked = shared.resolve("locked.log");
+                append(locked, "was locked\n");
+                Files.setPosixFilePermissions(locked, java.nio.file.attribute.PosixFilePermissions.fromString("---------"));
+                try (Shipped run = AsUser.nobody(Map.of("LOG_DIRECTORY", shared.toString(), "LOG_SCAN_INTERVAL", "200ms",
+                        "LOG_LEVEL", "debug"))) {
+                    run.awaitReady().awaitLineCount(1);
+                    await("three retries", () -> count(run.stderr(), "debug: cannot read locked.log") >= 3);
+                    assertEquals(1, count(run.stderr(), "warn: cannot read locked.log"), "one warning, not one per scan");
+                    Files.setPosixFilePermissions(locked, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
+                    run.awaitLineCount(2);
+                    assertEquals(0, run.terminate());
+                    assertEquals(List.of("open", "was locked"), run.lines());
+                }
+            } finally {
+                deleteTree(shared);
+            }
+        }
+
+        @Test
+        void filesVanishingMidReadDoNotDisturbTheOthers() throws Exception {
+            Path steady = dir.resolve("steady.log");
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "50ms"))) {
+                run.awaitReady();
+                for (int i = 0; i < 300; i++) {
+                    Path brief = dir.resolve("brief" + (i % 7) + ".log");
+                    append(brief, "x".repeat(1000) + "\n");
+                    append(steady, "steady" + i + "\n");
+                    Files.deleteIfExists(brief);
+                }
+                await("all steady lines", PATIENCE, () -> run.lines().stream().filter(l -> l.startsWith("steady")).count() == 300,
+                        run::stderr);
+                assertEquals(0, run.terminate());
+                assertLines(numberedLines("steady", 0, 300), run.lines().stream().filter(l -> l.startsWith("steady")).toList());
+                assertNoStackTrace(run.stderr());
+            }
+        }
+    }
+
+    static int count(String text, String needle) {
+        int n = 0;
+        for (int i = text.indexOf(needle); i >= 0; i = text.indexOf(needle, i + needle.length())) n++;
+        return n;
+    }
+
+    static void deleteTree(Path root) throws IOException {
+        if (!Files.exists(root, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return;
+        try (var walk = Files.walk(root)) {
+            for (Path p : walk.sorted(java.util.Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
+        }
+    }
+
+    /** A temp directory other users can enter (JUnit's are private to the owner). */
+    static Path sharedTempDir() throws IOException {
+        Path dir = Files.createTempDirectory(Path.of("/tmp"), "logship-shared");
+        Files.setPosixFilePermissions(dir, java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
+        return dir;
+    }
+
+    /**
+     * Runs the shipper as an unprivileged user, because root reads everything. As root that is
+     * setpriv to nobody, with the class path copied where nobody can read it; as anybody else the
+     * current user already is unprivileged.
+     */
+    static final class AsUser {
+        private static String readableClassPath;
+
+        static Shipped nobody(Map<String, String> env, String... args) throws IOException {
+            if (!isRoot()) return Shipped.start(env, args);
+            return Shipped.start(List.of("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
+                    List.of(), readableClassPath(), env, true, args);
+        }
+
+        static boolean isRoot() {
+            try {
+                return "0".equals(new String(new ProcessBuilder("id", "-u").start().getInputStream().readAllBytes()).trim());
+            } catch (IOException e) {
+                return false;
+            }
+        }
+
+        static synchronized String readableClassPath() throws IOException {
+            if (readableClassPath == null) {
+                Path copy = sharedTempDir();
+                List<String> entries = new ArrayList<>();
+                int i = 0;
+                for (String entry : System.getProperty("java.class.path").split(java.io.File.pathSeparator)) {
+                    Path target = copy.resolve(i++ + "-" + Path.of(entry).getFileName());
+                    Files.copy(Path.of(entry), target);
+                    Files.setPosixFilePermissions(target, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
+                    entries.add(target.toString());
+                }
+                readableClassPath = String.join(java.io.File.pathSeparator, entries);
+            }
+            return readableClassPath;
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Many files: descriptor limits, fairness, latency
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class ManyFiles {
+        @TempDir
+        Path dir;
+
+        @Test
+        void threeThousandFilesShipUnderAFiveHundredDescriptorLimit() throws Exception {
+            int files = 3000;
+            for (int f = 0; f < files; f++) append(dir.resolve("f" + f + ".log"), "f" + f + " a\nf" + f + " b\n");
+            try (Shipped run = Shipped.start(List.of("prlimit", "--nofile=512:512", "--"), List.of(),
+                    Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1s"), true)) {
+                run.awaitReady().awaitLineCount(2 * files);
+                for (int f = 0; f < files; f++) append(dir.resolve("f" + f + ".log"), "f" + f + " c\n");
+                run.awaitLineCount(3 * files);
+                assertEquals(0, run.terminate(), run::stderr);
+                List<String> lines = run.lines();
+                assertEquals(3 * files, lines.size());
+                assertEquals(3 * files, new java.util.HashSet<>(lines).size(), "no line twice");
+                assertFalse(run.stderr().contains("Too many open files"), run.stderr());
+            }
+        }
+
+        @Test
+        void oneBusyFileDoesNotStarveTheOthers() throws Exception {
+            append(dir.resolve("busy.log"), numbered("busy", 0, 2_000_000)); // about 20 MB
+            append(dir.resolve("quiet.log"), "quiet\n");
+            InProcess shipper = new InProcess(dir).start();
+            List<String> out = shipper.poll().lines().toList();
+            int quietAt = out.indexOf("quiet");
+            assertTrue(quietAt >= 0 && quietAt < 200_000,
+                    "the quiet file waited behind " + quietAt + " lines of the busy one");
+            assertEquals(2_000_001, out.size());
+        }
+
+        @Test
+        void changesArriveThroughNotificationNotTheScanInterval() {
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h"))) {
+                run.awaitReady();
+                append(dir.resolve("new.log"), "created\n");
+                run.awaitLineCount(1);
+                append(dir.resolve("new.log"), "appended\n");
+                run.awaitLineCount(2);
+                // With an hour between scans, only the watcher could have delivered these.
+                assertEquals(List.of("created", "appended"), run.lines());
+            }
         }
     }
 
