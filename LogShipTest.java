@@ -2,6 +2,8 @@
 //JAVA 17+
 //DEPS org.junit.jupiter:junit-jupiter:5.14.1
 //DEPS org.junit.platform:junit-platform-launcher:1.14.1
+//DEPS io.kubernetes:client-java:27.0.0
+//DEPS org.slf4j:slf4j-nop:2.0.18
 //SOURCES LogShip.java
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -12,6 +14,33 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 import static org.junit.platform.engine.discovery.DiscoverySelectors.selectClass;
 
+import static org.junit.jupiter.api.Assertions.assertDoesNotThrow;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import com.google.gson.JsonParser;
+import io.kubernetes.client.custom.Quantity;
+import io.kubernetes.client.openapi.models.V1ConfigMap;
+import io.kubernetes.client.openapi.models.V1Container;
+import io.kubernetes.client.openapi.models.V1Deployment;
+import io.kubernetes.client.openapi.models.V1EmptyDirVolumeSource;
+import io.kubernetes.client.openapi.models.V1EnvVar;
+import io.kubernetes.client.openapi.models.V1Pod;
+import io.kubernetes.client.openapi.models.V1PodSpec;
+import io.kubernetes.client.openapi.models.V1ResourceRequirements;
+import io.kubernetes.client.openapi.models.V1SecurityContext;
+import io.kubernetes.client.openapi.models.V1Service;
+import io.kubernetes.client.openapi.models.V1Volume;
+import io.kubernetes.client.openapi.models.V1VolumeMount;
+import io.kubernetes.client.util.Yaml;
+import java.nio.file.FileSystems;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.Locale;
+import java.util.Optional;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.Assumptions;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
@@ -842,9 +871,29 @@ public class LogShipTest {
      */
     static final class RotatingWriter {
         private final Path live;
+        private final int keep;
         private final Map<Integer, Integer> linesPerGeneration = new HashMap<>();
+        private volatile long total;
 
-        RotatingWriter(Path live) { this.live = live; }
+        RotatingWriter(Path live) { this(live, 1); }
+
+        /** Keeps {@code keep} rotated files, shifting .1 to .2 and so on, as logrotate does. */
+        RotatingWriter(Path live, int keep) {
+            this.live = live;
+            this.keep = keep;
+        }
+
+        private void rotate() throws IOException {
+            for (int k = keep - 1; k >= 1; k--) {
+                Path older = rotated(k);
+                if (Files.exists(older)) Files.move(older, rotated(k + 1), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
+            Files.move(live, rotated(1), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        }
+
+        private Path rotated(int k) { return live.resolveSibling(live.getFileName() + "." + k); }
+
+        long total() { return total; }
 
         long run(Duration length, int linesPerSecond, Duration rotateEvery, int burst) throws Exception {
             long start = System.nanoTime();
@@ -861,8 +910,7 @@ public class LogShipTest {
                 out.flush();
                 if (System.nanoTime() - nextRotation >= 0) {
                     for (int b = 0; b < burst; b++) {
-                        Files.move(live, live.resolveSibling(live.getFileName() + ".1"),
-                                java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                        rotate();
                         for (int late = 0; late < 5; late++, total++) {
                             out.write(("g" + generation + " " + n++ + "\n").getBytes(StandardCharsets.UTF_8));
                         }
@@ -885,6 +933,7 @@ public class LogShipTest {
             }
             out.close();
             linesPerGeneration.put(generation, n);
+            this.total = total;
             return total;
         }
 
@@ -1157,6 +1206,345 @@ public class LogShipTest {
     }
 
     // ---------------------------------------------------------------------------------------------
+    // Durability: positions file, file identity, restarts, gzip archives
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class Durability {
+        @TempDir
+        Path dir;
+
+        Path state() { return dir.resolve("state/positions"); }
+
+        Path logs() throws IOException { return Files.createDirectories(dir.resolve("logs")); }
+
+        Map<String, String> env(String... more) throws IOException {
+            Map<String, String> env = new HashMap<>(Map.of("LOG_DIRECTORY", logs().toString(),
+                    "LOG_STATE_FILE", state().toString(), "LOG_SCAN_INTERVAL", "200ms"));
+            for (int i = 0; i < more.length; i += 2) env.put(more[i], more[i + 1]);
+            return env;
+        }
+
+        /** One --once run: what it shipped. */
+        String shipOnce(Map<String, String> env) {
+            Shipped run = Shipped.start(env, "--once");
+            assertEquals(0, run.awaitExit(), run::stderr);
+            return run.stdout();
+        }
+
+        @Test
+        void withoutAStateFileTheShipperSaysPositionsAreInMemoryOnly() throws IOException {
+            Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", logs().toString()), "--once");
+            assertEquals(0, run.awaitExit());
+            assertEquals(1, count(run.stderr(), "positions are kept in memory only"));
+        }
+
+        @Test
+        void theStateFileIsVersionedAndItsDirectoryCreated() throws IOException {
+            append(logs().resolve("a.log"), "one\n");
+            assertEquals("one\n", shipOnce(env()));
+            List<String> saved = Files.readAllLines(state());
+            assertEquals("logship-positions v1", saved.get(0));
+            assertTrue(saved.get(saved.size() - 1).startsWith("end "), saved.toString());
+            assertEquals("", shipOnce(env()), "a second run ships nothing again");
+        }
+
+        @Test
+        void positionsAreSavedWhileLinesFlowNotOnlyAtShutdown() throws Exception {
+            Path log = logs().resolve("a.log");
+            append(log, "one\n");
+            try (Shipped run = Shipped.start(env())) {
+                run.awaitReady().awaitLineCount(1);
+                await("the positions file to record the shipped line", () -> {
+                    try {
+                        return Files.exists(state()) && Files.readString(state()).contains(" 4 ");
+                    } catch (IOException e) {
+                        return false;
+                    }
+                });
+                assertEquals(0, run.terminate());
+            }
+        }
+
+        @Test
+        void aLineCompletedAfterARestartIsShippedOnceAndWhole() throws Exception {
+            Path log = logs().resolve("a.log");
+            append(log, "whole\nhalf of a ");
+            try (Shipped first = Shipped.start(env())) {
+                first.awaitReady().awaitLineCount(1);
+                assertEquals(0, first.terminate());
+                assertEquals("whole\n", first.stdout());
+            }
+            append(log, "line\n");
+            try (Shipped second = Shipped.start(env())) {
+                second.awaitReady().awaitLineCount(1);
+                assertEquals(0, second.terminate());
+                assertEquals("half of a line\n", second.stdout());
+            }
+        }
+
+        @Test
+        void sigtermAndRestartLoseAndDuplicateNothingWhileAWriterRotates() throws Exception {
+            // Rotated files keep matching names (app.log.1, .2, ...) as with logrotate's numbering, so
+            // rotations during the restarts are renames the positions must follow.
+            Map<String, String> env = env("LOG_FILE_PATTERN", "app\\.log(\\.\\d+)?");
+            RotatingWriter writer = new RotatingWriter(logs().resolve("app.log"), 100);
+            List<String> shipped = new ArrayList<>();
+            Thread writing = new Thread(() -> {
+                try {
+                    writer.run(Duration.ofSeconds(6), 2_000, Duration.ofMillis(700), 1);
+                } catch (Exception e) {
+                    throw new RuntimeException(e);
+                }
+            });
+            writing.start();
+            int restarts = 0;
+            while (writing.isAlive()) {
+                try (Shipped run = Shipped.start(env)) {
+                    run.awaitReady();
+                    await("some lines or the writer's end", () -> run.lines().size() >= 200 || !writing.isAlive());
+                    assertEquals(0, run.terminate(), run::stderr);
+                    shipped.addAll(run.lines());
+                    restarts++;
+                }
+            }
+            assertTrue(restarts >= 2, "restarted while the writer ran");
+            try (Shipped last = Shipped.start(env)) {
+                last.awaitReady();
+                List<String> sofar = new ArrayList<>(shipped);
+                await("the rest of the lines", PATIENCE, () -> sofar.size() + last.lines().size() >= writer.total(),
+                        () -> " (" + (sofar.size() + last.lines().size()) + " of " + writer.total() + ")");
+                assertEquals(0, last.terminate());
+                shipped.addAll(last.lines());
+            }
+            writer.assertShippedExactlyOnce(shipped);
+        }
+
+        @Test
+        void sigkillAndRestartLoseNothingAndDuplicateOnlyTheUnsavedTail() throws Exception {
+            Path log = logs().resolve("app.log");
+            List<String> shipped = new ArrayList<>();
+            int written = 0;
+            for (int round = 0; round < 3; round++) {
+                try (Shipped run = Shipped.start(env())) {
+                    run.awaitReady();
+                    append(log, numbered("line", written, written + 20_000));
+                    written += 20_000;
+                    run.awaitLineCount(shipped.isEmpty() ? 20_000 : 1);
+                    run.process.destroyForcibly();
+                    run.awaitExit();
+                    shipped.addAll(run.lines());
+                }
+            }
+            try (Shipped last = Shipped.start(env())) {
+                last.awaitReady();
+                int expected = written;
+                await("every line at least once", PATIENCE,
+                        () -> new java.util.HashSet<>(concat(shipped, last.lines())).size() == expected, () -> "");
+                assertEquals(0, last.terminate());
+                shipped.addAll(last.lines());
+            }
+            // At least once: all there. Duplicates: only re-shipped runs of lines, never reordered.
+            List<String> distinctInOrder = shipped.stream().distinct().toList();
+            assertLines(numberedLines("line", 0, written), distinctInOrder);
+            System.out.println("    (SIGKILL x3: " + (shipped.size() - written) + " duplicate lines of " + written + ")");
+        }
+
+        @Test
+        void aFileRenamedWhileStoppedResumesUnderItsNewName() throws IOException {
+            Map<String, String> env = env("LOG_FILE_PATTERN", "app\\.log.*");
+            Path log = logs().resolve("app.log");
+            append(log, numbered("first", 0, 10));
+            assertEquals(numbered("first", 0, 10), shipOnce(env));
+            append(log, numbered("first", 10, 12));
+            Files.move(log, logs().resolve("app.log.1"));
+            append(log, numbered("second", 0, 3));
+            String out = shipOnce(env);
+            assertEquals(Set5.sorted(numbered("first", 10, 12) + numbered("second", 0, 3)), Set5.sorted(out));
+        }
+
+        @Test
+        void aReusedInodeIsANewFileReadFromItsStart() throws IOException {
+            Path first = logs().resolve("a.log");
+            append(first, numbered("old", 0, 100));
+            assertEquals(numbered("old", 0, 100), shipOnce(env()));
+            long inode = (long) Files.getAttribute(first, "unix:ino");
+            Files.delete(first);
+            Path second = logs().resolve("b.log");
+            append(second, numbered("new", 0, 150));
+            org.junit.jupiter.api.Assumptions.assumeTrue(inode == (long) Files.getAttribute(second, "unix:ino"),
+                    "the file system did not reuse the inode this time");
+            assertEquals(numbered("new", 0, 150), shipOnce(env()));
+        }
+
+        @Test
+        void aFileTruncatedWhileStoppedIsReadFromTheStart() throws IOException {
+            Path log = logs().resolve("a.log");
+            append(log, numbered("old", 0, 100));
+            assertEquals(numbered("old", 0, 100), shipOnce(env()));
+            Files.writeString(log, numbered("shorter", 0, 3));
+            assertEquals(numbered("shorter", 0, 3), shipOnce(env()));
+            // Rewritten and longer than the saved offset: the bytes before the offset tell.
+            Files.writeString(log, numbered("longer-", 0, 200));
+            assertEquals(numbered("longer-", 0, 200), shipOnce(env()));
+        }
+
+        @Test
+        void aCorruptPositionsFileIsMovedAsideAndDoesNotStopTheShipper() throws IOException {
+            append(logs().resolve("a.log"), "one\n");
+            Files.createDirectories(state().getParent());
+            Files.write(state(), new byte[] {0, 1, 2, 'g', 'a', 'r', 'b', 'a', 'g', 'e'});
+            Shipped run = Shipped.start(env(), "--once");
+            assertEquals(0, run.awaitExit());
+            assertEquals("one\n", run.stdout());
+            assertTrue(run.stderr().contains("is unreadable") && run.stderr().contains(".corrupt"), run.stderr());
+            assertTrue(Files.exists(state().resolveSibling("positions.corrupt")));
+            assertEquals("", shipOnce(env()), "the new positions file works");
+        }
+
+        @Test
+        void aPositionsFileCutShortByACrashCountsAsCorrupt() throws IOException {
+            append(logs().resolve("a.log"), numbered("x", 0, 5));
+            for (int f = 0; f < 20; f++) append(logs().resolve("f" + f + ".log"), "f\n");
+            shipOnce(env());
+            byte[] whole = Files.readAllBytes(state());
+            Files.write(state(), Arrays.copyOf(whole, whole.length / 2));
+            Shipped run = Shipped.start(env(), "--once");
+            assertEquals(0, run.awaitExit());
+            assertTrue(run.stderr().contains("is unreadable"), run.stderr());
+        }
+
+        @Test
+        void aWholeLeftoverTempFileIsPreferredBecauseItIsNewer() throws IOException {
+            Path log = logs().resolve("a.log");
+            append(log, "one\n");
+            shipOnce(env());
+            byte[] older = Files.readAllBytes(state());
+            append(log, "two\n");
+            shipOnce(env());
+            // As if the last save crashed after fsync but before rename.
+            Files.move(state(), state().resolveSibling("positions.tmp"));
+            Files.write(state(), older);
+            append(log, "three\n");
+            assertEquals("three\n", shipOnce(env()));
+        }
+
+        @Test
+        void positionsOfLongGoneFilesAreForgotten() throws Exception {
+            Path log = logs().resolve("gone.log");
+            append(log, "x\n");
+            try (Shipped run = Shipped.start(env("LOG_FORGET_AFTER", "1s", "LOG_ROTATE_WAIT", "100ms"))) {
+                run.awaitReady().awaitLineCount(1);
+                await("the position to be saved", () -> readQuietly(state()).contains("gone.log"));
+                Files.delete(log);
+                await("the position to be forgotten", () -> !readQuietly(state()).contains("gone.log"));
+                assertEquals(0, run.terminate());
+            }
+        }
+
+        @Test
+        void aGzipArchiveIsShippedOnce() throws IOException {
+            gzip(logs().resolve("old.log.gz"), numbered("zipped", 0, 1000) + "last without newline");
+            Map<String, String> env = env("LOG_FILE_PATTERN", ".+\\.gz");
+            assertEquals(numbered("zipped", 0, 1000) + "last without newline\n", shipOnce(env));
+            assertEquals("", shipOnce(env));
+        }
+
+        @Test
+        void aHalfWrittenArchiveWaitsUntilItIsComplete() throws Exception {
+            byte[] whole = gzipBytes(numbered("z", 0, 20_000));
+            Path archive = logs().resolve("slow.gz");
+            append(archive, Arrays.copyOf(whole, whole.length / 2));
+            try (Shipped run = Shipped.start(env("LOG_FILE_PATTERN", ".+\\.gz", "LOG_LEVEL", "debug"))) {
+                run.awaitReady();
+                await("the shipper to see the incomplete archive", () -> run.stderr().contains("not a complete gzip stream yet"));
+                assertEquals("", run.stdout(), "nothing of a half-written archive");
+                append(archive, Arrays.copyOfRange(whole, whole.length / 2, whole.length));
+                run.awaitLineCount(20_000);
+                assertEquals(0, run.terminate());
+                assertLines(numberedLines("z", 0, 20_000), run.lines());
+            }
+        }
+
+        @Test
+        void aCorruptArchiveIsSkippedWithAWarning() throws Exception {
+            byte[] junk = gzipBytes("fine\n");
+            junk[junk.length - 5] ^= 0x55; // breaks the CRC/size trailer
+            append(logs().resolve("bad.gz"), junk);
+            append(logs().resolve("good.gz"), gzipBytes("good\n"));
+            Shipped run = Shipped.start(env("LOG_FILE_PATTERN", ".+\\.gz"), "--once");
+            assertEquals(0, run.awaitExit());
+            assertEquals("good\n", run.stdout());
+            assertTrue(run.stderr().contains("skipping bad.gz: not a valid gzip file"), run.stderr());
+        }
+
+        @Test
+        void aFileRotatedAndCompressedWhileStoppedShipsOnlyWhatWasNotShipped() throws Exception {
+            Map<String, String> env = env("LOG_FILE_PATTERN", "app\\.log(\\.\\d+\\.gz)?");
+            Path log = logs().resolve("app.log");
+            append(log, numbered("shipped", 0, 500));
+            assertEquals(numbered("shipped", 0, 500), shipOnce(env));
+            append(log, numbered("unshipped", 0, 7));
+            gzip(logs().resolve("app.log.1.gz"), Files.readString(log));
+            Files.delete(log);
+            append(log, "fresh\n");
+            assertEquals(Set5.sorted(numbered("unshipped", 0, 7) + "fresh\n"), Set5.sorted(shipOnce(env)));
+        }
+
+        @Test
+        void aFileRotatedAndCompressedWhileRunningIsNotShippedAgain() throws Exception {
+            Map<String, String> env = env("LOG_FILE_PATTERN", "app\\.log(\\.\\d+\\.gz)?", "LOG_ROTATE_WAIT", "300ms");
+            Path log = logs().resolve("app.log");
+            append(log, numbered("line", 0, 500));
+            try (Shipped run = Shipped.start(env)) {
+                run.awaitReady().awaitLineCount(500);
+                Path rotated = logs().resolve("app.log.1");
+                Files.move(log, rotated);
+                append(rotated, numbered("line", 500, 510)); // written before the app reopened
+                gzip(logs().resolve("app.log.1.gz"), Files.readString(rotated));
+                Files.delete(rotated);
+                append(log, "next\n");
+                run.awaitLineCount(511);
+                await("the archive to be looked at", () -> run.stderr().contains("app.log.1.gz") || true);
+                // Give it every chance to ship the archive again: rescans run every 200ms.
+                await("a couple of rescans", PATIENCE, () -> Files.exists(state()) && readQuietly(state()).contains("app.log.1.gz"),
+                        run::stderr);
+                assertEquals(0, run.terminate());
+                List<String> lines = run.lines();
+                assertEquals(511, lines.size(), "nothing shipped twice");
+                assertLines(numberedLines("line", 0, 510), lines.stream().filter(l -> l.startsWith("line")).toList());
+            }
+        }
+    }
+
+    static String readQuietly(Path file) {
+        try {
+            return Files.readString(file);
+        } catch (IOException e) {
+            return "";
+        }
+    }
+
+    static byte[] gzipBytes(String text) throws IOException {
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        try (var gz = new java.util.zip.GZIPOutputStream(bytes)) {
+            gz.write(text.getBytes(StandardCharsets.UTF_8));
+        }
+        return bytes.toByteArray();
+    }
+
+    static void gzip(Path to, String text) throws IOException {
+        Files.write(to, gzipBytes(text));
+    }
+
+    /** Lines of different files have no order between them: compare those as sorted lists. */
+    static final class Set5 {
+        static List<String> sorted(String text) {
+            return text.lines().sorted().toList();
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
     // Contract: following files (in-process, one poll at a time)
     // ---------------------------------------------------------------------------------------------
 
@@ -1233,6 +1621,536 @@ public class LogShipTest {
             InProcess shipper = new InProcess(dir).start();
             shipper.poll();
             assertTrue(Arrays.equals(raw, shipper.stdout.toByteArray()));
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Packaging: the Dockerfile's image contract and the nginx pod manifest.
+    // Nothing here builds an image or talks to a cluster: the manifest is
+    // schema-checked with the official Kubernetes models, and the image is
+    // checked by replaying its runtime stage (ENV, USER, ENTRYPOINT) on the
+    // jar that the Dockerfile's own export command produces.
+    @Nested
+    class Packaging {
+        static final String SIDECAR = "logshipper";
+        final Path repo = repoRoot();
+
+        // ---------------------------------------------------------- manifest
+
+        @Test
+        void strictLoadingRejectsUnknownFieldsAndWrongTypes() {
+            // The manifest checks below are only as good as this: a typo such
+            // as `readonly: true` must fail here, not be dropped silently.
+            String good = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  type: NodePort\n";
+            assertDoesNotThrow(() -> Yaml.loadAll(good));
+            String unknownField = good + "  selectr: {app: nginx}\n";
+            assertThrows(Exception.class, () -> Yaml.loadAll(unknownField));
+            String wrongType = good + "  ports:\n  - port: eighty\n";
+            assertThrows(Exception.class, () -> Yaml.loadAll(wrongType));
+            // Yaml.loadAll alone turns an unknown kind or apiVersion into an
+            // untyped DynamicKubernetesObject; Manifest.parse refuses those.
+            assertDoesNotThrow(() -> Manifest.parse(good));
+            assertThrows(Exception.class, () -> Manifest.parse(unknownField));
+            assertThrows(Exception.class, () -> Manifest.parse(wrongType));
+            assertThrows(Exception.class, () -> Manifest.parse("apiVersion: v1\nkind: Servise\nmetadata: {name: s}\n"));
+            assertThrows(Exception.class, () -> Manifest.parse("apiVersion: apps/v2\nkind: Deployment\nmetadata: {name: d}\n"));
+        }
+
+        @Test
+        void deploymentRunsThreeNginxReplicasWithLogsOnASizeLimitedEmptyDir() throws IOException {
+            Manifest m = Manifest.load(repo);
+            assertEquals(3, m.deployment.getSpec().getReplicas());
+            V1Container nginx = m.nginx();
+            assertFalse(nginx.getImage().endsWith(":latest") || !nginx.getImage().contains(":"),
+                    "nginx image must be pinned: " + nginx.getImage());
+            V1VolumeMount logs = mountAt(nginx, "/var/log/nginx");
+            assertNotEquals(Boolean.TRUE, logs.getReadOnly(), "nginx must be able to write its logs");
+            V1EmptyDirVolumeSource dir = m.volume(logs.getName()).getEmptyDir();
+            assertNotNull(dir, "the log volume must be an emptyDir");
+            assertNotNull(dir.getSizeLimit(), "the log volume must have a sizeLimit");
+        }
+
+        @Test
+        void sidecarReadsTheSharedLogVolumeReadOnlyAtItsLogDirectory() throws IOException {
+            Manifest m = Manifest.load(repo);
+            V1Container sidecar = m.sidecar();
+            String logDir = env(sidecar, "LOG_DIRECTORY").orElseThrow();
+            V1VolumeMount mine = mountAt(sidecar, logDir);
+            assertEquals(Boolean.TRUE, mine.getReadOnly(), "the sidecar must mount the logs readOnly");
+            String nginxLogs = mountAt(m.nginx(), "/var/log/nginx").getName();
+            assertEquals(nginxLogs, mine.getName(), "the sidecar must read the volume nginx writes");
+        }
+
+        @Test
+        void nginxWritesRealFilesThatTheSidecarsPatternMatches() throws IOException {
+            Manifest m = Manifest.load(repo);
+            String conf = m.nginxConf();
+            Pattern pattern = Pattern.compile(env(m.sidecar(), "LOG_FILE_PATTERN").orElse(".+\\.log"));
+            for (String directive : List.of("access_log", "error_log")) {
+                Matcher path = Pattern.compile("(?m)^\\s*" + directive + "\\s+(\\S+?);?\\s").matcher(conf);
+                assertTrue(path.find(), "nginx.conf must set " + directive + " to a file");
+                Path file = Path.of(path.group(1));
+                assertEquals(Path.of("/var/log/nginx"), file.getParent(), directive + " must be on the log volume");
+                assertTrue(pattern.matcher(file.getFileName().toString()).matches(),
+                        "LOG_FILE_PATTERN must match " + file.getFileName());
+            }
+        }
+
+        @Test
+        void positionsFileLivesOnItsOwnWritableVolume() throws IOException {
+            Manifest m = Manifest.load(repo);
+            V1Container sidecar = m.sidecar();
+            String state = env(sidecar, "LOG_STATE_FILE").orElseThrow(() -> new AssertionError("LOG_STATE_FILE unset"));
+            V1VolumeMount home = mountAt(sidecar, Path.of(state).getParent().toString());
+            assertNotEquals(Boolean.TRUE, home.getReadOnly(), "the positions file must be writable");
+            assertNotEquals(mountAt(sidecar, env(sidecar, "LOG_DIRECTORY").orElseThrow()).getName(), home.getName(),
+                    "positions must not share the (read-only) log volume");
+            assertNotNull(m.volume(home.getName()).getEmptyDir(), "positions survive restarts on an emptyDir");
+            // readOnlyRootFilesystem leaves the JVM no /tmp of its own.
+            assertNotEquals(Boolean.TRUE, mountAt(sidecar, "/tmp").getReadOnly());
+        }
+
+        @Test
+        void sidecarIsNativeAndHardenedToTheRestrictedProfile() throws IOException {
+            Manifest m = Manifest.load(repo);
+            V1Container sidecar = m.sidecar();
+            assertEquals("Always", sidecar.getRestartPolicy(), "a native sidecar is an initContainer with restartPolicy Always");
+            V1SecurityContext sc = sidecar.getSecurityContext();
+            assertNotNull(sc, "the sidecar needs its own securityContext");
+            assertEquals(Boolean.TRUE, sc.getRunAsNonRoot());
+            assertEquals(Boolean.FALSE, sc.getAllowPrivilegeEscalation());
+            assertEquals(Boolean.TRUE, sc.getReadOnlyRootFilesystem());
+            assertEquals(List.of("ALL"), sc.getCapabilities().getDrop());
+            assertEquals("RuntimeDefault", sc.getSeccompProfile().getType());
+            assertEquals(dockerfile().runtime().uid(), sc.getRunAsUser(),
+                    "runAsUser must be the image's USER");
+        }
+
+        @Test
+        void sidecarRequestsResourcesAndIsCappedAtTheMeasuredMemory() throws IOException {
+            V1ResourceRequirements r = Manifest.load(repo).sidecar().getResources();
+            assertNotNull(r.getRequests().get("cpu"));
+            assertNotNull(r.getRequests().get("memory"));
+            Quantity limit = r.getLimits().get("memory");
+            assertNotNull(limit, "the sidecar needs a memory limit");
+            assertTrue(limit.getNumber().longValue() <= 64L << 20, "measured for 64Mi: " + limit.toSuffixedString());
+            // The heap is only part of a JVM's footprint: leave it at most half the limit.
+            long xmx = dockerfile().runtime().jvmBytes("-Xmx")
+                    .orElseThrow(() -> new AssertionError("the ENTRYPOINT must bound the heap with -Xmx"));
+            assertTrue(2 * xmx <= limit.getNumber().longValue(), "-Xmx too big for " + limit.toSuffixedString());
+        }
+
+        @Test
+        void nginxServiceExposesThePodsThroughANodePort() throws IOException {
+            Manifest m = Manifest.load(repo);
+            assertNotNull(m.service, "the nginx-service Service is missing");
+            assertEquals("NodePort", m.service.getSpec().getType());
+            Map<String, String> podLabels = m.deployment.getSpec().getTemplate().getMetadata().getLabels();
+            Map<String, String> selector = m.service.getSpec().getSelector();
+            assertFalse(selector.isEmpty());
+            assertTrue(podLabels.entrySet().containsAll(selector.entrySet()), "selector " + selector + " misses " + podLabels);
+            assertTrue(m.service.getSpec().getPorts().stream().anyMatch(p -> p.getPort() == 80));
+        }
+
+        @Test
+        void manifestRunsTheImageTheReadmeBuilds() throws IOException {
+            Path readme = repo.resolve("README.md");
+            assertTrue(Files.exists(readme), "README.md must say how to build the image");
+            Matcher tag = Pattern.compile("docker build\\s+(?:\\S+\\s+)*?-t\\s+(\\S+)").matcher(Files.readString(readme));
+            assertTrue(tag.find(), "README.md has no `docker build -t <image>` line");
+            V1Container sidecar = Manifest.load(repo).sidecar();
+            assertEquals(tag.group(1), sidecar.getImage());
+            assertTrue(sidecar.getImage().matches("[^:]+:[\\w][\\w.-]*") && !sidecar.getImage().endsWith(":latest"),
+                    "pin the image by a tag other than latest: " + sidecar.getImage());
+            // A locally built image has no registry to pull from.
+            assertEquals("IfNotPresent", sidecar.getImagePullPolicy());
+        }
+
+        @Test
+        void gracePeriodCoversNginxStopAndTheSidecarsDrain() throws IOException {
+            Manifest m = Manifest.load(repo);
+            Matcher bound = Pattern.compile("(?m)^\\s*worker_shutdown_timeout\\s+(\\d+)(ms|s|m)?\\s*;").matcher(m.nginxConf());
+            assertTrue(bound.find(), "nginx's graceful stop is unbounded without worker_shutdown_timeout");
+            Duration nginxStop = Duration.of(Long.parseLong(bound.group(1)),
+                    switch (bound.group(2) == null ? "s" : bound.group(2)) {
+                        case "ms" -> java.time.temporal.ChronoUnit.MILLIS;
+                        case "m" -> java.time.temporal.ChronoUnit.MINUTES;
+                        default -> java.time.temporal.ChronoUnit.SECONDS;
+                    });
+            Duration drain = env(m.sidecar(), "LOG_DRAIN_TIMEOUT").map(LogShip::parseDuration).orElse(Duration.ofSeconds(5));
+            long grace = m.deployment.getSpec().getTemplate().getSpec().getTerminationGracePeriodSeconds();
+            assertTrue(Duration.ofSeconds(grace).compareTo(nginxStop.plus(drain)) >= 0,
+                    "terminationGracePeriodSeconds " + grace + " < nginx stop " + nginxStop + " + drain " + drain);
+        }
+
+        // ---------------------------------------------------- image contract
+
+        @Test
+        void everyFileTheDockerfileCopiesIsInTheBuildContext() throws IOException {
+            // A source missing from the repo, or left out by .dockerignore, fails
+            // `docker build` only on someone else's machine; catch it here.
+            Path ignore = repo.resolve(".dockerignore");
+            assertTrue(Files.exists(ignore), "a .dockerignore keeps the build context small");
+            List<String> rules = Files.readAllLines(ignore).stream().map(String::strip)
+                    .filter(l -> !l.isEmpty() && !l.startsWith("#")).toList();
+            for (Dockerfile.Stage stage : dockerfile().stages())
+                for (Dockerfile.Instruction i : stage.body()) {
+                    if (!List.of("COPY", "ADD").contains(i.keyword()) || i.args().contains("--from=")) continue;
+                    List<String> words = Arrays.stream(i.args().split("\\s+")).filter(w -> !w.startsWith("--")).toList();
+                    for (String source : words.subList(0, words.size() - 1)) {
+                        assertTrue(Files.exists(repo.resolve(source)), "COPY " + source + ": not in the repository");
+                        assertFalse(dockerIgnores(rules, source), "COPY " + source + ": excluded by .dockerignore");
+                    }
+                }
+        }
+
+        @Test
+        void imageEntrypointShipsAReadOnlyDirectoryAsItsUserAndExitsZeroOnSigterm() throws Exception {
+            Dockerfile.Stage runtime = dockerfile().runtime();
+            assertTrue(runtime.uid() > 0 && runtime.gid() > 0, "USER must be numeric and non-root: " + runtime.user);
+            assertFalse(runtime.from.endsWith(":latest") || !runtime.from.contains(":"), "pin the base: " + runtime.from);
+            List<String> entrypoint = runtime.entrypoint();
+            assertEquals("java", entrypoint.get(0));
+            int jarArg = entrypoint.indexOf("-jar") + 1;
+            assertTrue(jarArg > 0 && jarArg < entrypoint.size(), "ENTRYPOINT must run -jar <jar>: " + entrypoint);
+            String jarInImage = entrypoint.get(jarArg);
+            for (String name : List.of("LOG_DIRECTORY", "LOG_FILE_PATTERN", "LOG_SCAN_INTERVAL"))
+                assertTrue(runtime.env.containsKey(name), "the image must default " + name);
+
+            Assumptions.assumeTrue(Integer.valueOf(0).equals(Files.getAttribute(Path.of("/proc/self"), "unix:uid")),
+                    "runs the jar as the image's non-root uid via setpriv, which needs root");
+            Path java = imageJava(runtime.from);
+            Path work = Files.createTempDirectory("logship-image");
+            try {
+                chmod(work, "rwxr-xr-x");
+                // Build the jar with the Dockerfile's own command, aimed at our dir.
+                Path jar = work.resolve("app/logship.jar");
+                Files.createDirectories(jar.getParent());
+                chmod(jar.getParent(), "rwxr-xr-x");
+                dockerfile().buildCommandFor(runtime.copySourceOf(jarInImage)).run(repo, jar, java.getParent().getParent());
+                chmod(jar, "rw-r--r--");
+
+                // A log directory the image's user may read but not write, owned by root.
+                Path logs = Files.createDirectories(work.resolve("logs"));
+                Path app = logs.resolve("app.log");
+                Files.write(app, List.of("before 1", "before 2", "before 3"));
+                Files.write(logs.resolve("notes.txt"), List.of("not matched by LOG_FILE_PATTERN"));
+                for (Path f : List.of(app, logs.resolve("notes.txt"))) chmod(f, "rw-r--r--");
+                chmod(logs, "r-xr-xr-x");
+
+                // The ENTRYPOINT word for word, with the local JVM and jar swapped in,
+                // in an environment holding only what the container's would.
+                List<String> jvm = new ArrayList<>(entrypoint);
+                jvm.set(0, java.toString());
+                jvm.set(jarArg, jar.toString());
+                List<String> command = new ArrayList<>(List.of("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                        "LANG=C.UTF-8")); // the Temurin base image sets a UTF-8 locale
+                runtime.env().forEach((k, v) -> command.add(k + "=" + (k.equals("LOG_DIRECTORY") ? logs : v)));
+                command.addAll(List.of(setpriv().toString(),
+                        "--reuid=" + runtime.uid(), "--regid=" + runtime.gid(), "--clear-groups"));
+                command.addAll(jvm);
+                try (Shipped run = Shipped.launch(command, Map.of(), true)) {
+                    run.awaitReady().awaitLineCount(3);
+                    append(app, "after 1\nafter 2\n");
+                    run.awaitLineCount(5);
+                    assertEquals(0, run.terminate(), () -> "exit code after SIGTERM; stderr:\n" + run.stderr());
+                    assertEquals(List.of("after 1", "after 2", "before 1", "before 2", "before 3"),
+                            run.lines().stream().sorted().toList(), "every line once, and nothing unmatched");
+                    assertNoStackTrace(run.stderr());
+                }
+            } finally {
+                deleteTree(work);
+            }
+        }
+
+        // ---------------------------------------------------------- fixtures
+
+        Dockerfile dockerfile() throws IOException {
+            return Dockerfile.parse(Files.readString(repo.resolve("Dockerfile")));
+        }
+
+        /** The parts of nginx-deployment.yaml the tests look at, typed by the official models. */
+        record Manifest(V1Deployment deployment, V1Service service, List<V1ConfigMap> configMaps) {
+            static Manifest load(Path repo) throws IOException {
+                List<Object> docs = parse(Files.readString(repo.resolve("nginx-deployment.yaml")));
+                List<V1Deployment> deployments = only(docs, V1Deployment.class);
+                assertEquals(1, deployments.size(), "expected one Deployment");
+                V1Service service = only(docs, V1Service.class).stream()
+                        .filter(s -> "nginx-service".equals(s.getMetadata().getName())).findFirst().orElse(null);
+                return new Manifest(deployments.get(0), service, only(docs, V1ConfigMap.class));
+            }
+
+            /**
+             * Every document as its kind's model class. Yaml.loadAll throws on unknown
+             * fields and wrong types, but would let a misspelt kind or apiVersion
+             * through as an untyped object that no field check then sees.
+             */
+            static List<Object> parse(String yaml) throws IOException {
+                List<Object> docs = Yaml.loadAll(yaml);
+                for (Object doc : docs)
+                    if (doc == null || !doc.getClass().getPackageName().equals(V1Pod.class.getPackageName()))
+                        throw new IllegalArgumentException("not a known Kubernetes kind: " + doc);
+                return docs;
+            }
+
+            static <T> List<T> only(List<Object> docs, Class<T> type) {
+                return docs.stream().filter(type::isInstance).map(type::cast).toList();
+            }
+
+            V1PodSpec pod() { return deployment.getSpec().getTemplate().getSpec(); }
+
+            V1Container sidecar() {
+                List<V1Container> init = Optional.ofNullable(pod().getInitContainers()).orElse(List.of());
+                return init.stream().filter(c -> SIDECAR.equals(c.getName())).findFirst()
+                        .orElseThrow(() -> new AssertionError("no initContainer named " + SIDECAR));
+            }
+
+            V1Container nginx() {
+                return pod().getContainers().stream().filter(c -> c.getImage().startsWith("nginx:")).findFirst()
+                        .orElseThrow(() -> new AssertionError("no nginx container"));
+            }
+
+            V1Volume volume(String name) {
+                return pod().getVolumes().stream().filter(v -> v.getName().equals(name)).findFirst()
+                        .orElseThrow(() -> new AssertionError("no volume " + name));
+            }
+
+            /** The nginx.conf that the manifest mounts over the image's own. */
+            String nginxConf() {
+                V1VolumeMount conf = nginx().getVolumeMounts().stream()
+                        .filter(v -> "/etc/nginx/nginx.conf".equals(v.getMountPath())).findFirst()
+                        .orElseThrow(() -> new AssertionError("nginx.conf is not mounted"));
+                String cm = volume(conf.getName()).getConfigMap().getName();
+                return configMaps.stream().filter(c -> cm.equals(c.getMetadata().getName())).findFirst()
+                        .map(c -> c.getData().get(conf.getSubPath()))
+                        .orElseThrow(() -> new AssertionError("no ConfigMap " + cm));
+            }
+        }
+
+        /** .dockerignore's rule order: the last pattern that matches decides, and ! re-includes. */
+        static boolean dockerIgnores(List<String> rules, String path) {
+            boolean ignored = false;
+            for (String rule : rules) {
+                boolean include = rule.startsWith("!");
+                String glob = include ? rule.substring(1) : rule;
+                if (FileSystems.getDefault().getPathMatcher("glob:" + glob).matches(Path.of(path))) ignored = !include;
+            }
+            return ignored;
+        }
+
+        static Optional<String> env(V1Container c, String name) {
+            return Optional.ofNullable(c.getEnv()).orElse(List.of()).stream()
+                    .filter(e -> e.getName().equals(name)).map(V1EnvVar::getValue).findFirst();
+        }
+
+        /** The mount that holds {@code path}: the one with the longest matching mountPath. */
+        static V1VolumeMount mountAt(V1Container c, String path) {
+            return Optional.ofNullable(c.getVolumeMounts()).orElse(List.of()).stream()
+                    .filter(v -> Path.of(path).startsWith(Path.of(v.getMountPath())))
+                    .max(Comparator.comparingInt(v -> v.getMountPath().length()))
+                    .orElseThrow(() -> new AssertionError(c.getName() + " mounts nothing at " + path));
+        }
+
+        /**
+         * Just enough of the Dockerfile language for a contract check:
+         * continuations, comments, FROM stages, ENV (Docker's quoting rules),
+         * USER, COPY, RUN and an exec-form ENTRYPOINT.
+         */
+        record Dockerfile(List<Stage> stages) {
+            record Instruction(String keyword, String args) {}
+
+            record Stage(String from, String name, List<Instruction> body, Map<String, String> env, String user) {
+                int uid() { return id(0); }
+                int gid() { return id(user.contains(":") ? 1 : 0); }
+
+                private int id(int part) {
+                    assertTrue(user.matches("\\d+(:\\d+)?"), "USER must be numeric uid[:gid] for runAsNonRoot: " + user);
+                    return Integer.parseInt(user.split(":")[part]);
+                }
+
+                List<String> entrypoint() {
+                    Instruction e = last("ENTRYPOINT").orElseThrow(() -> new AssertionError("no ENTRYPOINT"));
+                    var json = JsonParser.parseString(e.args());
+                    assertTrue(json.isJsonArray(), "ENTRYPOINT must be exec form (a JSON array), so java is PID 1");
+                    List<String> out = new ArrayList<>();
+                    json.getAsJsonArray().forEach(el -> out.add(el.getAsString()));
+                    return out;
+                }
+
+                /** The JVM option's value in bytes, e.g. -Xmx32m. */
+                Optional<Long> jvmBytes(String option) {
+                    return entrypoint().stream().filter(a -> a.startsWith(option)).findFirst().map(a -> {
+                        String v = a.substring(option.length()).toLowerCase(Locale.ROOT);
+                        long unit = switch (v.charAt(v.length() - 1)) {
+                            case 'k' -> 1L << 10; case 'm' -> 1L << 20; case 'g' -> 1L << 30; default -> 1;
+                        };
+                        return Long.parseLong(v.replaceAll("[kmg]$", "")) * unit;
+                    });
+                }
+
+                /** "COPY --from=build /out/x.jar /app/x.jar" → (build, /out/x.jar) for dest /app/x.jar. */
+                String[] copySourceOf(String dest) {
+                    for (Instruction i : body) {
+                        Matcher m = Pattern.compile("--from=(\\S+)\\s+(\\S+)\\s+(\\S+)").matcher(i.args());
+                        if (i.keyword().equals("COPY") && m.find() && m.group(3).equals(dest))
+                            return new String[] {m.group(1), m.group(2)};
+                    }
+                    throw new AssertionError("the runtime stage never copies " + dest + " from a build stage");
+                }
+
+                Optional<Instruction> last(String keyword) {
+                    Instruction found = null;
+                    for (Instruction i : body) if (i.keyword().equals(keyword)) found = i;
+                    return Optional.ofNullable(found);
+                }
+            }
+
+            Stage runtime() { return stages.get(stages.size() - 1); }
+
+            /** The build stage's RUN that writes {@code source[1]}, as a command re-aimed at a local path. */
+            BuildCommand buildCommandFor(String[] source) {
+                Stage build = stages.stream().filter(s -> source[0].equals(s.name())).findFirst()
+                        .orElseThrow(() -> new AssertionError("no stage named " + source[0]));
+                return build.body().stream().filter(i -> i.keyword().equals("RUN") && i.args().contains(source[1]))
+                        .reduce((a, b) -> b).map(i -> new BuildCommand(i.args(), source[1]))
+                        .orElseThrow(() -> new AssertionError("no RUN in " + source[0] + " writes " + source[1]));
+            }
+
+            record BuildCommand(String shell, String output) {
+                void run(Path repo, Path jar, Path javaHome) throws IOException, InterruptedException {
+                    assertTrue(shell.contains("./jbang export fatjar"), "the jar must come from the repo's ./jbang: " + shell);
+                    ProcessBuilder pb = new ProcessBuilder("bash", "-c", shell.replace(output, jar.toString()))
+                            .directory(repo.toFile()).redirectErrorStream(true);
+                    pb.environment().put("JAVA_HOME", javaHome.toString()); // the image's JDK, as in the build stage
+                    Path log = Files.createTempFile("logship-export", ".log");
+                    Process p = pb.redirectOutput(log.toFile()).start();
+                    boolean done = p.waitFor(5, TimeUnit.MINUTES);
+                    if (!done) p.destroyForcibly();
+                    String out = Files.readString(log);
+                    Files.delete(log);
+                    assertTrue(done && p.exitValue() == 0 && Files.isRegularFile(jar), "`" + shell + "` failed:\n" + out);
+                }
+            }
+
+            static Dockerfile parse(String text) {
+                List<String> logical = new ArrayList<>();
+                StringBuilder cur = new StringBuilder();
+                for (String line : text.split("\n", -1)) {
+                    if (line.strip().startsWith("#")) continue; // comments, also inside continuations
+                    if (line.endsWith("\\")) { cur.append(line, 0, line.length() - 1).append(' '); continue; }
+                    cur.append(line);
+                    if (!cur.toString().isBlank()) logical.add(cur.toString().strip());
+                    cur.setLength(0);
+                }
+                List<Stage> stages = new ArrayList<>();
+                for (String l : logical) {
+                    String[] kv = l.split("\\s+", 2);
+                    Instruction ins = new Instruction(kv[0].toUpperCase(Locale.ROOT), kv.length > 1 ? kv[1] : "");
+                    if (ins.keyword().equals("FROM")) {
+                        String[] f = ins.args().split("\\s+");
+                        String name = f.length >= 3 && f[1].equalsIgnoreCase("AS") ? f[2] : null;
+                        stages.add(new Stage(f[0], name, new ArrayList<>(), new LinkedHashMap<>(), "0"));
+                        continue;
+                    }
+                    assertFalse(stages.isEmpty(), "instruction before FROM: " + l);
+                    Stage s = stages.get(stages.size() - 1);
+                    s.body().add(ins);
+                    if (ins.keyword().equals("ENV")) s.env().putAll(envPairs(ins.args()));
+                    if (ins.keyword().equals("USER"))
+                        stages.set(stages.size() - 1, new Stage(s.from(), s.name(), s.body(), s.env(), ins.args().strip()));
+                }
+                assertFalse(stages.isEmpty(), "no FROM in Dockerfile");
+                return new Dockerfile(stages);
+            }
+
+            /** ENV k=v k2="v 2" (or the legacy ENV k v), with Docker's quoting rules. */
+            static Map<String, String> envPairs(String args) {
+                Map<String, String> out = new LinkedHashMap<>();
+                List<String> words = words(args);
+                if (!words.get(0).contains("=")) {
+                    out.put(words.get(0), args.strip().split("\\s+", 2)[1]);
+                    return out;
+                }
+                for (String w : words) {
+                    int eq = w.indexOf('=');
+                    assertTrue(eq > 0, "ENV word without '=': " + w);
+                    assertFalse(w.contains("$"), "variable expansion in ENV is not replayed: " + w);
+                    out.put(w.substring(0, eq), w.substring(eq + 1));
+                }
+                return out;
+            }
+
+            /**
+             * Docker's word splitting: '…' is literal; in "…" a backslash escapes only
+             * ", $ and \ (others stay); unquoted, a backslash escapes any character.
+             */
+            static List<String> words(String s) {
+                List<String> words = new ArrayList<>();
+                StringBuilder w = new StringBuilder();
+                boolean inWord = false;
+                for (int i = 0; i < s.length(); i++) {
+                    char c = s.charAt(i);
+                    if (Character.isWhitespace(c)) {
+                        if (inWord) words.add(w.toString());
+                        w.setLength(0);
+                        inWord = false;
+                        continue;
+                    }
+                    inWord = true;
+                    if (c == '\'') {
+                        int end = s.indexOf('\'', i + 1);
+                        w.append(s, i + 1, end);
+                        i = end;
+                    } else if (c == '"') {
+                        for (i++; s.charAt(i) != '"'; i++) {
+                            char d = s.charAt(i);
+                            if (d == '\\' && "\"$\\".indexOf(s.charAt(i + 1)) >= 0) d = s.charAt(++i);
+                            w.append(d);
+                        }
+                    } else if (c == '\\' && i + 1 < s.length()) {
+                        w.append(s.charAt(++i));
+                    } else {
+                        w.append(c);
+                    }
+                }
+                if (inWord) words.add(w.toString());
+                return words;
+            }
+        }
+
+        /**
+         * The image's JVM: a local install of the base image's vendor and major
+         * version (Temurin here, as CI's machines have), else the test's own JVM
+         * when it is that major; otherwise the replay would prove little, so skip.
+         */
+        static Path imageJava(String from) throws IOException {
+            Matcher v = Pattern.compile("temurin:(\\d+)").matcher(from);
+            assertTrue(v.find(), "the runtime base is expected to be Eclipse Temurin: " + from);
+            String major = v.group(1);
+            Path self = Path.of(System.getProperty("java.home"), "bin", "java");
+            if (Runtime.version().feature() == Integer.parseInt(major)) return self;
+            Path jvms = Path.of("/usr/lib/jvm");
+            if (Files.isDirectory(jvms)) try (Stream<Path> dirs = Files.list(jvms)) {
+                Optional<Path> found = dirs.filter(d -> d.getFileName().toString().matches("temurin-" + major + "\\b.*"))
+                        .map(d -> d.resolve("bin/java")).filter(Files::isExecutable).findFirst();
+                if (found.isPresent()) return found.get();
+            }
+            return Assumptions.abort("no Java " + major + " (the image's) under /usr/lib/jvm or running this test");
+        }
+
+        static Path setpriv() {
+            return Stream.of("/usr/bin/setpriv", "/bin/setpriv").map(Path::of).filter(Files::isExecutable).findFirst()
+                    .orElseGet(() -> Assumptions.abort("setpriv (util-linux) is needed to drop to the image's uid"));
+        }
+
+        static Path repoRoot() {
+            for (Path p = Path.of("").toAbsolutePath(); p != null; p = p.getParent())
+                if (Files.exists(p.resolve("Dockerfile")) && Files.exists(p.resolve("nginx-deployment.yaml"))) return p;
+            throw new IllegalStateException("run from inside the LogShip repository");
+        }
+
+        static void chmod(Path p, String perms) throws IOException {
+            Files.setPosixFilePermissions(p, PosixFilePermissions.fromString(perms));
         }
     }
 }
