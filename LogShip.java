@@ -577,6 +577,14 @@ public class LogShip implements Callable<Integer> {
         InputStream inflated;
         /** Compressed files only: the whole archive has been shipped. */
         boolean finished;
+        /** Compressed files only: the size and time of the .gz when it was found complete. */
+        long archiveSize;
+        long archiveModifiedMicros;
+
+        /** Archives never change; one that did is another archive that got this inode. */
+        boolean sameArchive(Found found) {
+            return found.size() == archiveSize && modifiedMicros(found.path()) == archiveModifiedMicros;
+        }
         /** When its name stopped leading to it (renamed away or deleted); 0 while it still does. */
         long goneSinceNanos;
         long lastGrowthNanos = System.nanoTime();
@@ -770,6 +778,11 @@ public class LogShip implements Callable<Integer> {
 
         private final Path file;
         private final Map<FileKey, Entry> entries = new LinkedHashMap<>();
+        /**
+         * Files whose inode now belongs to another file. Kept (until forgotten) because their
+         * compressed copies may still turn up and must be recognised by their first bytes.
+         */
+        private final List<Entry> retired = new ArrayList<>();
 
         private Positions(Path file) { this.file = file; }
 
@@ -785,11 +798,23 @@ public class LogShip implements Callable<Integer> {
 
         void put(Entry entry) { entries.put(entry.key(), entry); }
 
-        Collection<Entry> all() { return entries.values(); }
+        /** Live and retired entries: everything a compressed copy could be a copy of. */
+        List<Entry> all() {
+            List<Entry> all = new ArrayList<>(entries.values());
+            all.addAll(retired);
+            return all;
+        }
+
+        /** The file this entry described is gone and its inode reused: keep it, but not by key. */
+        void retire(FileKey key) {
+            Entry old = entries.remove(key);
+            if (old != null) retired.add(old);
+        }
 
         /** Drops entries of files gone since before the cutoff; true if any went. */
         boolean forgetOlderThan(long cutoffMillis) {
-            return entries.values().removeIf(e -> e.lastSeenMillis() < cutoffMillis);
+            boolean live = entries.values().removeIf(e -> e.lastSeenMillis() < cutoffMillis);
+            return retired.removeIf(e -> e.lastSeenMillis() < cutoffMillis) || live;
         }
 
         Path tempFile() { return file.resolveSibling(file.getFileName() + ".tmp"); }
@@ -802,7 +827,7 @@ public class LogShip implements Callable<Integer> {
             Path temp = tempFile();
             if (Files.exists(temp)) {
                 try {
-                    entries.putAll(parse(temp));
+                    parse(temp, entries, retired);
                     Log.info("resuming from " + temp + ", left by an interrupted save");
                     return;
                 } catch (IOException | RuntimeException e) {
@@ -817,7 +842,7 @@ public class LogShip implements Callable<Integer> {
             }
             if (!Files.exists(file)) return;
             try {
-                entries.putAll(parse(file));
+                parse(file, entries, retired);
                 Log.info("resuming " + entries.size() + " file position(s) from " + file);
             } catch (IOException | RuntimeException e) {
                 Path aside = file.resolveSibling(file.getFileName() + ".corrupt");
@@ -829,27 +854,37 @@ public class LogShip implements Callable<Integer> {
                 Log.warn("positions file " + file + " is unreadable (" + e.getMessage() + "); moved it to "
                         + aside + " and starting without positions");
                 entries.clear();
+                retired.clear();
             }
         }
 
-        private static Map<FileKey, Entry> parse(Path path) throws IOException {
-            Map<FileKey, Entry> parsed = new LinkedHashMap<>();
+        /** Reads all rows into fresh tables, and only then into ours: a bad file adds nothing. */
+        private static void parse(Path path, Map<FileKey, Entry> entries, List<Entry> retired) throws IOException {
+            Map<FileKey, Entry> live = new LinkedHashMap<>();
+            List<Entry> gone = new ArrayList<>();
             try (var reader = Files.newBufferedReader(path, StandardCharsets.UTF_8)) {
                 if (!HEADER.equals(reader.readLine())) throw new IOException("not a " + HEADER + " file");
                 String row;
                 while ((row = reader.readLine()) != null) {
                     if (row.startsWith("end ")) {
-                        if (Integer.parseInt(row.substring(4)) != parsed.size()) throw new IOException("count mismatch");
-                        return parsed;
+                        if (Integer.parseInt(row.substring(4)) != live.size() + gone.size()) {
+                            throw new IOException("count mismatch");
+                        }
+                        entries.putAll(live);
+                        retired.addAll(gone);
+                        return;
                     }
                     String[] f = row.split(" ", 12);
-                    if (f.length != 12 || !f[0].equals("file")) throw new IOException("bad row: " + row);
+                    if (f.length != 12 || !(f[0].equals("file") || f[0].equals("gone"))) {
+                        throw new IOException("bad row: " + row);
+                    }
                     FileKey key = new FileKey(Long.parseLong(f[1]), Long.parseLong(f[2]));
-                    parsed.put(key, new Entry(key,
+                    Entry entry = new Entry(key,
                             new Fingerprint(Integer.parseInt(f[4]), Long.parseLong(f[5])),
                             Long.parseLong(f[3]), f[9].equals("1"),
                             new Marker(Integer.parseInt(f[6]), Long.parseLong(f[7])),
-                            f[10].equals("1"), Long.parseLong(f[8]), Path.of(unescape(f[11]))));
+                            f[10].equals("1"), Long.parseLong(f[8]), Path.of(unescape(f[11])));
+                    if (f[0].equals("file")) live.put(key, entry); else gone.add(entry);
                 }
             }
             throw new IOException("no end line: the file was cut short");
@@ -862,8 +897,8 @@ public class LogShip implements Callable<Integer> {
         void save() throws IOException {
             if (file == null) return;
             StringBuilder text = new StringBuilder(HEADER).append('\n');
-            for (Entry e : entries.values()) {
-                text.append("file ").append(e.key().device()).append(' ').append(e.key().inode())
+            for (Entry e : all()) {
+                text.append(entries.get(e.key()) == e ? "file " : "gone ").append(e.key().device()).append(' ').append(e.key().inode())
                         .append(' ').append(e.offset())
                         .append(' ').append(e.fingerprint().length()).append(' ').append(e.fingerprint().crc())
                         .append(' ').append(e.marker().length()).append(' ').append(e.marker().crc())
@@ -872,7 +907,7 @@ public class LogShip implements Callable<Integer> {
                         .append(' ').append(e.compressed() ? 1 : 0)
                         .append(' ').append(escape(e.path().toString())).append('\n');
             }
-            text.append("end ").append(entries.size()).append('\n');
+            text.append("end ").append(entries.size() + retired.size()).append('\n');
             Path temp = tempFile();
             try (FileChannel out = FileChannel.open(temp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
                     StandardOpenOption.TRUNCATE_EXISTING)) {
@@ -1276,6 +1311,12 @@ public class LogShip implements Callable<Integer> {
             for (Found f : found) {
                 present.add(f.key());
                 Tail tail = tails.get(f.key());
+                if (tail != null && tail.compressed && !tail.sameArchive(f)) {
+                    // Archives do not grow: another archive got this inode (replaced by logrotate).
+                    closeTail(tail);
+                    tails.remove(tail.key);
+                    tail = null;
+                }
                 if (tail != null) {
                     if (!tail.path.equals(f.path())) Log.debug(tail.name() + " is now " + f.path().getFileName());
                     tail.path = f.path();
@@ -1331,6 +1372,10 @@ public class LogShip implements Callable<Integer> {
                     } else {
                         Log.warn(tail.name() + " was truncated since its position was saved; reading it from the start");
                     }
+                } else if (saved != null) {
+                    Log.debug(tail.name() + " has the inode of " + saved.path().getFileName()
+                            + " but other first bytes: a new file, read from the start");
+                    positions.retire(found.key());
                 } else if (startup && settings.startAt() == StartAt.TAIL) {
                     tail.offset = lastLineStart(channel, size);
                     tail.skippingLongLine = tail.offset == size && size > 0 && !endsWithNewline(channel, size);
@@ -1397,11 +1442,16 @@ public class LogShip implements Callable<Integer> {
             ArchiveCheck.Complete complete = (ArchiveCheck.Complete) check;
             archivesOnHold.remove(found.key());
             Tail tail = new Tail(found.key(), found.path(), true);
+            tail.archiveSize = found.size();
+            tail.archiveModifiedMicros = modifiedMicros(found.path());
             tail.fingerprint = Fingerprint.of(complete.head(), complete.headLength());
             Positions.Entry saved = positions.get(found.key());
-            if (saved != null && saved.compressed() && saved.fingerprint().matchesStartOf(complete.head(), complete.headLength())) {
+            // An empty fingerprint proves nothing: a replaced archive may have the old one's inode.
+            if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
+                    && saved.fingerprint().matchesStartOf(complete.head(), complete.headLength())) {
                 tail.offset = saved.offset();
             } else {
+                if (saved != null) positions.retire(found.key()); // its inode went to this archive
                 Tail original = liveOriginalOf(complete);
                 if (original != null) {
                     Log.debug("holding " + name + " until " + original.name() + ", its uncompressed original, is done");
@@ -1421,10 +1471,18 @@ public class LogShip implements Callable<Integer> {
 
         private Tail liveOriginalOf(ArchiveCheck.Complete archive) {
             for (Tail t : tails.values()) {
-                if (!t.compressed && t.fingerprint.length() > 0
-                        && t.fingerprint.matchesStartOf(archive.head(), archive.headLength())) {
-                    return t;
+                if (t.compressed) continue;
+                // Compare with what the open file holds now, not the tail's last fingerprint: the file
+                // may have grown or been rewritten since, and its compressed copy already says so.
+                Fingerprint now = t.fingerprint;
+                if (t.channel != null) {
+                    try {
+                        now = Fingerprint.read(t.channel);
+                    } catch (IOException e) {
+                        continue;
+                    }
                 }
+                if (now.length() > 0 && now.matchesStartOf(archive.head(), archive.headLength())) return t;
             }
             return null;
         }
@@ -1472,7 +1530,9 @@ public class LogShip implements Callable<Integer> {
             FileChannel channel = tail.channel != null ? tail.channel : reopen(tail);
             if (channel == null) return false;
             long size = channel.size();
-            if (size < tail.offset || (size > tail.offset && !tail.marker.stillBefore(channel, tail.offset))) {
+            // The marker is checked even when the size is unchanged: a file truncated and rewritten to
+            // exactly its old length would otherwise pass for unchanged until it grew again.
+            if (size < tail.offset || !tail.marker.stillBefore(channel, tail.offset)) {
                 Log.warn(tail.name() + " was truncated; reading it again from the start");
                 tail.restartFromTop();
             }
@@ -1480,13 +1540,14 @@ public class LogShip implements Callable<Integer> {
                 idle(tail);
                 return false;
             }
+            long from = tail.offset;
             Progress progress = reader.read((into, position) -> channel.read(ByteBuffer.wrap(into), position),
-                    tail.offset, tail.skippingLongLine, TURN_BYTES, shipTrailingPartial, sink);
+                    from, tail.skippingLongLine, TURN_BYTES, shipTrailingPartial, sink);
             commit(tail, progress);
-            if (progress.offset() != tail.marker.length() || progress.lines() > 0) {
-                tail.marker = Marker.before(channel, tail.offset);
-            }
-            if (tail.fingerprint.length() < Fingerprint.SIZE && tail.offset > tail.fingerprint.length()) {
+            tail.marker = Marker.before(channel, tail.offset);
+            // Retake the fingerprint while reading the file's first KiB: it may have been rewritten at
+            // offset 0 (nothing shipped, so no marker to notice), and a short one is widened.
+            if (from < Fingerprint.SIZE || tail.fingerprint.length() < Fingerprint.SIZE) {
                 tail.fingerprint = Fingerprint.read(channel);
             }
             if (!progress.turnUsedUp()) idle(tail);
@@ -1530,9 +1591,25 @@ public class LogShip implements Callable<Integer> {
             if (openFiles > maxOpenFiles && !tail.renamedAwayOrDeleted()) closeTail(tail);
         }
 
+        /**
+         * Opens a tail's file by its name, and keeps the handle only if the name still led to the
+         * same file afterwards: a rotation between the scan and the open would otherwise hand us
+         * the next file under this name, read with the wrong file's offset.
+         */
         private FileChannel open(Tail tail) {
             try {
-                tail.channel = FileChannel.open(tail.path, StandardOpenOption.READ);
+                FileChannel channel = FileChannel.open(tail.path, StandardOpenOption.READ);
+                FileKey now;
+                try {
+                    now = FileKey.of(tail.path);
+                } catch (IOException e) {
+                    now = null;
+                }
+                if (!tail.key.equals(now)) {
+                    closeQuietly(channel);
+                    return null;
+                }
+                tail.channel = channel;
                 openFiles++;
                 Log.forget("read:" + tail.name());
                 return tail.channel;
@@ -1547,21 +1624,11 @@ public class LogShip implements Callable<Integer> {
 
         /** Reopens a tail closed to save descriptors, but only if its name still leads to the same file. */
         private FileChannel reopen(Tail tail) throws IOException {
-            FileChannel channel = open(tail);
-            if (channel == null) return null;
-            FileKey now;
-            try {
-                now = FileKey.of(tail.path);
-            } catch (NoSuchFileException e) {
-                now = null;
-            }
-            if (!tail.key.equals(now)) {
-                closeTail(tail);
-                if (!reopenElsewhere(tail)) return null;
-            }
+            if (open(tail) == null && !reopenElsewhere(tail)) return null;
             if (!tail.fingerprint.matches(tail.channel)) {
                 // The inode was freed while we held no handle and a new file got it: a new file.
                 Log.debug(tail.name() + " is a new file that reuses an old inode; reading it from the start");
+                positions.retire(tail.key);
                 tail.restartFromTop();
             }
             return tail.channel;
@@ -1645,6 +1712,14 @@ public class LogShip implements Callable<Integer> {
     /** stdout is gone (the reader closed the pipe): nothing can be shipped any more. */
     static final class StdoutFailed extends IOException {
         StdoutFailed(IOException cause) { super(cause); }
+    }
+
+    static long modifiedMicros(Path path) {
+        try {
+            return Files.getLastModifiedTime(path).to(TimeUnit.MICROSECONDS);
+        } catch (IOException e) {
+            return -1;
+        }
     }
 
     static String human(Duration d) {
