@@ -348,7 +348,11 @@ public class LogShip implements Callable<Integer> {
         Shutdown shutdown = new Shutdown(settings.drainTimeout());
         Shipper shipper = new Shipper(settings, sink, shutdown, Positions.open(settings.stateFile()));
         if (!settings.once()) shutdown.install();
-        return shipper.run();
+        try {
+            return shipper.run();
+        } finally {
+            shutdown.stopped();
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -1080,12 +1084,13 @@ public class LogShip implements Callable<Integer> {
 
     /**
      * SIGTERM/SIGINT handling. The first signal asks the loop to drain; a second one cuts the drain
-     * short. Signal handlers rather than a shutdown hook, because a JVM that is already shutting
-     * down ignores further signals, and the second one must still be heard.
+     * short. Signal handlers first, a shutdown hook only as the fallback: a JVM that is already
+     * running its shutdown hooks ignores further signals, and the second one must still be heard.
      */
     static final class Shutdown {
         static final Duration HALT_GRACE = Duration.ofSeconds(2);
         private final AtomicInteger signals = new AtomicInteger();
+        private final java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
         private final Duration drainTimeout;
         private volatile Wakeup wakeup;
 
@@ -1099,7 +1104,21 @@ public class LogShip implements Callable<Integer> {
                     Log.debug("cannot handle SIG" + name + ": " + e.getMessage());
                 }
             }
+            // The fallback for a JVM that shuts down for any other reason (or where the signals
+            // above could not be claimed): still drain, within the same bound, before it exits.
+            Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                if (stopped.getCount() == 0) return;
+                request("JVM shutdown");
+                try {
+                    stopped.await(drainTimeout.toMillis(), TimeUnit.MILLISECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }, "logship-shutdown"));
         }
+
+        /** The shipping loop has finished: nothing left for the shutdown hook to wait for. */
+        void stopped() { stopped.countDown(); }
 
         void wakeOnRequest(Wakeup wakeup) { this.wakeup = wakeup; }
 

@@ -693,6 +693,19 @@ public class LogShipTest {
         }
 
         @Test
+        void anyOtherJvmShutdownStillDrainsThroughTheShutdownHook() {
+            Path file = dir.resolve("busy.log");
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h"))) {
+                run.awaitReady();
+                append(file, numbered("line", 0, 100_000));
+                run.signal("HUP"); // not handled: the JVM shuts down and runs its hooks
+                run.awaitExit();
+                assertLines(numberedLines("line", 0, 100_000), run.lines());
+                assertTrue(run.stderr().contains("JVM shutdown: stopping discovery"), run.stderr());
+            }
+        }
+
+        @Test
         void sigintAlsoDrainsAndExitsZero() {
             append(dir.resolve("x.log"), "one\n");
             try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString()))) {
