@@ -142,6 +142,12 @@ public class LogShip implements Callable<Integer> {
                     + "  Env: LOG_FORGET_AFTER   Default: 7d")
     String forgetAfter;
 
+    @Option(names = "--format", descriptionKey = "LOG_FORMAT", paramLabel = "raw|json", defaultValue = "raw",
+            description = "raw: each line exactly as the file holds it. json: one object per line,"
+                    + " {\"file\":\"access.log\",\"line\":\"...\"}, so lines from several files can be told"
+                    + " apart (invalid UTF-8 becomes U+FFFD).%n  Env: LOG_FORMAT   Default: raw")
+    String format;
+
     @Option(names = "--once",
             description = "Ship what the matching files hold now, then exit 0. A last line without a"
                     + " newline is shipped as a line.")
@@ -161,9 +167,11 @@ public class LogShip implements Callable<Integer> {
     /** The checked, typed form of the options. Building it is where every user mistake is caught. */
     record Settings(Path directory, Pattern pattern, Duration interval, StartAt startAt, int maxLineBytes,
                     Duration drainTimeout, Path stateFile, Duration rotateWait, Duration forgetAfter,
-                    boolean once, Level level) {}
+                    Format format, boolean once, Level level) {}
 
     enum StartAt { HEAD, TAIL }
+
+    enum Format { RAW, JSON }
 
     /** A user mistake: its message is the one sentence printed before exiting 2. */
     static final class ConfigError extends Exception {
@@ -179,7 +187,15 @@ public class LogShip implements Callable<Integer> {
                 stateFilePath(stateFile),
                 positive("LOG_ROTATE_WAIT (--rotate-wait)", rotateWait),
                 positive("LOG_FORGET_AFTER (--forget-after)", forgetAfter),
-                once, level);
+                parseFormat(format), once, level);
+    }
+
+    static Format parseFormat(String value) throws ConfigError {
+        try {
+            return Format.valueOf(value.trim().toUpperCase(Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+            throw new ConfigError("LOG_FORMAT (--format) must be raw or json, not '" + value + "'.");
+        }
     }
 
     static Path logDirectory(String value) throws ConfigError {
@@ -344,7 +360,7 @@ public class LogShip implements Callable<Integer> {
             return 2;
         }
         Log.level = settings.level();
-        Sink sink = new Sink(new FileOutputStream(FileDescriptor.out));
+        Sink sink = new Sink(new FileOutputStream(FileDescriptor.out), settings.format());
         Shutdown shutdown = new Shutdown(settings.drainTimeout());
         Shipper shipper = new Shipper(settings, sink, shutdown, Positions.open(settings.stateFile()));
         if (!settings.once()) shutdown.install();
@@ -946,18 +962,59 @@ public class LogShip implements Callable<Integer> {
      */
     static final class Sink {
         private final OutputStream out;
+        private final Format format;
+        private byte[] jsonPrefix = new byte[0];
         long lines;
 
-        Sink(OutputStream out) { this.out = new BufferedOutputStream(out, 64 * 1024); }
+        Sink(OutputStream out, Format format) {
+            this.out = new BufferedOutputStream(out, 64 * 1024);
+            this.format = format;
+        }
+
+        /** The file the next lines come from (its last matching name), for formats that say so. */
+        void from(String fileName) {
+            if (format == Format.JSON) {
+                jsonPrefix = ("{\"file\":\"" + jsonEscape(fileName) + "\",\"line\":\"").getBytes(StandardCharsets.UTF_8);
+            }
+        }
 
         void line(byte[] bytes, int offset, int length) throws StdoutFailed {
             try {
-                out.write(bytes, offset, length);
-                out.write('\n');
+                if (format == Format.RAW) {
+                    out.write(bytes, offset, length);
+                    out.write('\n');
+                } else {
+                    out.write(jsonPrefix);
+                    out.write(jsonEscape(new String(bytes, offset, length, StandardCharsets.UTF_8))
+                            .getBytes(StandardCharsets.UTF_8));
+                    out.write(JSON_END);
+                }
             } catch (IOException e) {
                 throw new StdoutFailed(e);
             }
             lines++;
+        }
+
+        private static final byte[] JSON_END = "\"}\n".getBytes(StandardCharsets.US_ASCII);
+
+        /** RFC 8259 string escaping; the decoder has already turned invalid UTF-8 into U+FFFD. */
+        static String jsonEscape(String text) {
+            StringBuilder escaped = new StringBuilder(text.length() + 16);
+            for (int i = 0; i < text.length(); i++) {
+                char c = text.charAt(i);
+                switch (c) {
+                    case '"' -> escaped.append("\\\"");
+                    case '\\' -> escaped.append("\\\\");
+                    case '\n' -> escaped.append("\\n");
+                    case '\r' -> escaped.append("\\r");
+                    case '\t' -> escaped.append("\\t");
+                    default -> {
+                        if (c < 0x20) escaped.append(String.format("\\u%04x", (int) c));
+                        else escaped.append(c);
+                    }
+                }
+            }
+            return escaped.toString();
         }
 
         void flush() throws StdoutFailed {
@@ -1560,6 +1617,7 @@ public class LogShip implements Callable<Integer> {
                 return false;
             }
             long from = tail.offset;
+            sink.from(tail.name());
             Progress progress = reader.read((into, position) -> channel.read(ByteBuffer.wrap(into), position),
                     from, tail.skippingLongLine, TURN_BYTES, shipTrailingPartial, sink);
             commit(tail, progress);
@@ -1581,6 +1639,7 @@ public class LogShip implements Callable<Integer> {
                 openFiles++;
             }
             InputStream in = tail.inflated;
+            sink.from(tail.name());
             Progress progress = reader.read((into, position) -> in.readNBytes(into, 0, into.length),
                     tail.offset, tail.skippingLongLine, TURN_BYTES, true, sink);
             commit(tail, progress);

@@ -222,7 +222,7 @@ public class LogShipTest {
             all.addAll(List.of(args));
             LogShip.Settings s = settings(Map.of(), all.toArray(String[]::new));
             LogShip.Log.level = s.level();
-            shipper = new LogShip.Shipper(s, new LogShip.Sink(stdout), new LogShip.Shutdown(s.drainTimeout()),
+            shipper = new LogShip.Shipper(s, new LogShip.Sink(stdout, s.format()), new LogShip.Shutdown(s.drainTimeout()),
                     LogShip.Positions.open(s.stateFile()));
         }
 
@@ -443,10 +443,11 @@ public class LogShipTest {
 
         @Test
         void everyEnvironmentVariableSetsItsOption() throws Exception {
-            Map<String, String> env = Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FILE_PATTERN", "app-.*\\.txt",
+            Map<String, String> env = new HashMap<>(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FILE_PATTERN", "app-.*\\.txt",
                     "LOG_SCAN_INTERVAL", "2m", "LOG_START_AT", "tail", "LOG_MAX_LINE_BYTES", "4096",
                     "LOG_DRAIN_TIMEOUT", "30s", "LOG_STATE_FILE", dir.resolve("state/pos").toString(),
-                    "LOG_LEVEL", "error", "LOG_ROTATE_WAIT", "1s", "LOG_FORGET_AFTER", "1h");
+                    "LOG_LEVEL", "error", "LOG_ROTATE_WAIT", "1s", "LOG_FORGET_AFTER", "1h"));
+            env.put("LOG_FORMAT", "json");
             LogShip.Settings s = settings(env);
             assertEquals("app-.*\\.txt", s.pattern().pattern());
             assertEquals(Duration.ofMinutes(2), s.interval());
@@ -457,6 +458,7 @@ public class LogShipTest {
             assertEquals(LogShip.Level.ERROR, s.level());
             assertEquals(Duration.ofSeconds(1), s.rotateWait());
             assertEquals(Duration.ofHours(1), s.forgetAfter());
+            assertEquals(LogShip.Format.JSON, s.format());
         }
 
         @Test
@@ -574,7 +576,8 @@ public class LogShipTest {
             StringWriter help = new StringWriter();
             LogShip.commandLine(new LogShip(), Map.of()).setOut(new PrintWriter(help)).execute("--help");
             for (String env : List.of("LOG_DIRECTORY", "LOG_FILE_PATTERN", "LOG_SCAN_INTERVAL", "LOG_START_AT",
-                    "LOG_MAX_LINE_BYTES", "LOG_DRAIN_TIMEOUT", "LOG_STATE_FILE", "LOG_LEVEL")) {
+                    "LOG_MAX_LINE_BYTES", "LOG_DRAIN_TIMEOUT", "LOG_STATE_FILE", "LOG_LEVEL", "LOG_FORMAT",
+                    "LOG_ROTATE_WAIT", "LOG_FORGET_AFTER")) {
                 assertTrue(help.toString().contains(env), env + " missing from --help");
             }
         }
@@ -606,7 +609,8 @@ public class LogShipTest {
             "LOG_SCAN_INTERVAL=soon|LOG_SCAN_INTERVAL",
             "LOG_START_AT=end|LOG_START_AT",
             "LOG_MAX_LINE_BYTES=-1|LOG_MAX_LINE_BYTES",
-            "LOG_DRAIN_TIMEOUT=-5s|LOG_DRAIN_TIMEOUT"})
+            "LOG_DRAIN_TIMEOUT=-5s|LOG_DRAIN_TIMEOUT",
+            "LOG_FORMAT=xml|LOG_FORMAT"})
         void badSettingsExitTwoWithOneSentenceNamingThem(String assignment, String setting) {
             String[] kv = assignment.split("=", 2);
             Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), kv[0], kv[1]));
@@ -1972,6 +1976,16 @@ public class LogShipTest {
             shipper.poll();
             for (int i = 0; i < 10; i++) assertEquals("", shipper.poll());
             assertEquals(250, shipper.all().lines().count());
+        }
+
+        @Test
+        void jsonFormatNamesTheFileAndEscapesEveryLine() throws Exception {
+            append(dir.resolve("access.log"), "GET / 200\n");
+            append(dir.resolve("error.log"), new byte[] {'q', '"', '\\', '\t', 1, (byte) 0xff, 'x', '\r', '\n'});
+            InProcess shipper = new InProcess(dir, "--format", "json").start();
+            List<String> out = shipper.poll().lines().sorted().toList();
+            assertEquals(List.of("{\"file\":\"access.log\",\"line\":\"GET / 200\"}",
+                    "{\"file\":\"error.log\",\"line\":\"q\\\"\\\\\\t\\u0001\ufffdx\\r\"}"), out);
         }
 
         @Test
