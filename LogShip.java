@@ -1058,6 +1058,8 @@ public class LogShip implements Callable<Integer> {
         /** A file opened the moment it appeared, before the loop got to it. */
         record Pinned(Found found, FileChannel channel) {}
 
+        static final int MAX_PINNED = 64;
+
         Watcher(Discovery discovery, Wakeup wakeup) throws IOException {
             this.discovery = discovery;
             service = FileSystems.getDefault().newWatchService();
@@ -1099,7 +1101,9 @@ public class LogShip implements Callable<Integer> {
          * between two scans, a file that lived for a moment is still shipped.
          */
         private void pin(String name) {
-            if (!discovery.matches(name) || name.endsWith(".gz")) return;
+            // Bounded: while stdout is blocked the loop takes none, and descriptors are finite. Past
+            // the bound, files are left to the rescan.
+            if (!discovery.matches(name) || name.endsWith(".gz") || pinned.size() >= MAX_PINNED) return;
             Found found = discovery.inspect(discovery.resolve(name));
             if (found == null) return;
             try {
@@ -1406,7 +1410,7 @@ public class LogShip implements Callable<Integer> {
                 if (present.contains(tail.key) || tail.renamedAwayOrDeleted()) continue;
                 tail.goneSinceNanos = System.nanoTime();
                 if (tail.compressed) {
-                    tail.closeQuietly();
+                    closeTail(tail);
                     it.remove();
                     continue;
                 }
@@ -1558,7 +1562,10 @@ public class LogShip implements Callable<Integer> {
                         continue;
                     }
                 }
-                if (now.length() > 0 && now.matchesStartOf(archive.head(), archive.headLength())) return t;
+                // The original is at least as long as its copy: a shorter file that merely starts the
+                // same way (a line half written, a shared timestamp) must not hold the archive back.
+                boolean longEnough = now.length() >= Math.min(Fingerprint.SIZE, archive.headLength());
+                if (now.length() > 0 && longEnough && now.matchesStartOf(archive.head(), archive.headLength())) return t;
             }
             return null;
         }
