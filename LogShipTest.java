@@ -1403,9 +1403,20 @@ public class LogShipTest {
             Files.delete(first);
             Path second = logs().resolve("b.log");
             append(second, numbered("new", 0, 150));
-            org.junit.jupiter.api.Assumptions.assumeTrue(inode == (long) Files.getAttribute(second, "unix:ino"),
-                    "the file system did not reuse the inode this time");
-            assertEquals(numbered("new", 0, 150), shipOnce(env()));
+            long reused = (long) Files.getAttribute(second, "unix:ino");
+            if (reused != inode) {
+                // ext4 usually hands the freed inode straight to the next file, but another process
+                // may take it first: then make the saved position name the new inode, which is
+                // exactly what the file system's reuse would have done.
+                String saved = Files.readString(state());
+                Files.writeString(state(), saved.replace(" " + inode + " ", " " + reused + " "));
+            }
+            assertTrue(Files.readString(state()).contains(" " + reused + " "));
+            Shipped run = Shipped.start(env("LOG_LEVEL", "debug"), "--once");
+            assertEquals(0, run.awaitExit());
+            assertEquals(numbered("new", 0, 150), run.stdout());
+            // Told apart by its first bytes, not mistaken for the old file truncated.
+            assertTrue(run.stderr().contains("b.log has the inode of a.log but other first bytes"), run.stderr());
         }
 
         @Test
