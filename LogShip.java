@@ -1076,6 +1076,7 @@ public class LogShip implements Callable<Integer> {
                     WatchKey key = service.take();
                     for (WatchEvent<?> event : key.pollEvents()) {
                         if (event.kind() == StandardWatchEventKinds.OVERFLOW) {
+                            Log.debug("change notification overflowed: rescanning the directory");
                             needsRescan.set(true);
                         } else {
                             String name = event.context().toString();

@@ -770,6 +770,9 @@ public class LogShipTest {
                     Map.of(), true);
             assertEquals(0, run.awaitExit(), run::stderr);
             assertEquals("via jbang\n", run.stdout());
+            Shipped alias = Shipped.launch(List.of(launcher.toString(), "logship", "--help"), Map.of(), true);
+            assertEquals(0, alias.awaitExit(), alias::stderr);
+            assertTrue(alias.stdout().contains("LOG_DIRECTORY"), "the catalog alias runs LogShip.java");
         }
     }
 
@@ -1220,6 +1223,20 @@ public class LogShipTest {
             assertTrue(quietAt >= 0 && quietAt < 200_000,
                     "the quiet file waited behind " + quietAt + " lines of the busy one");
             assertEquals(2_000_001, out.size());
+        }
+
+        @Test
+        void aStormOfNewFilesIsShippedWithoutWaitingForTheRescan() throws Exception {
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h",
+                    "LOG_LEVEL", "debug"))) {
+                run.awaitReady();
+                // More creations than the JDK queues per watch key (512) before it reports OVERFLOW,
+                // if the watcher falls behind; either way nothing may wait for the hourly rescan.
+                for (int f = 0; f < 4000; f++) Files.writeString(dir.resolve("storm" + f + ".log"), "storm " + f + "\n");
+                run.awaitLineCount(4000);
+                assertEquals(0, run.terminate());
+                assertEquals(4000, new java.util.HashSet<>(run.lines()).size());
+            }
         }
 
         @Test
