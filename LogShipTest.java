@@ -218,7 +218,8 @@ public class LogShipTest {
         final LogShip.Shipper shipper;
 
         InProcess(Path dir, String... args) throws Exception {
-            List<String> all = new ArrayList<>(List.of("-d", dir.toString(), System.getProperty("logship.verbose") != null ? "-v" : "-q"));
+            List<String> all = new ArrayList<>(List.of("-d", dir.toString(), "--log-level",
+                    System.getProperty("logship.verbose") != null ? "debug" : "error"));
             all.addAll(List.of(args));
             LogShip.Settings s = settings(Map.of(), all.toArray(String[]::new));
             LogShip.Log.level = s.level();
@@ -1564,7 +1565,6 @@ public class LogShipTest {
                 Files.delete(rotated);
                 append(log, "next\n");
                 run.awaitLineCount(511);
-                await("the archive to be looked at", () -> run.stderr().contains("app.log.1.gz") || true);
                 // Give it every chance to ship the archive again: rescans run every 200ms.
                 await("a couple of rescans", PATIENCE, () -> Files.exists(state()) && readQuietly(state()).contains("app.log.1.gz"),
                         run::stderr);
