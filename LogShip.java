@@ -600,11 +600,6 @@ public class LogShip implements Callable<Integer> {
         /** Compressed files only: the size and time of the .gz when it was found complete. */
         long archiveSize;
         long archiveModifiedMicros;
-
-        /** Archives never change; one that did is another archive that got this inode. */
-        boolean sameArchive(Found found) {
-            return found.size() == archiveSize && modifiedMicros(found.path()) == archiveModifiedMicros;
-        }
         /** When its name stopped leading to it (renamed away or deleted); 0 while it still does. */
         long goneSinceNanos;
         long lastGrowthNanos = System.nanoTime();
@@ -614,6 +609,11 @@ public class LogShip implements Callable<Integer> {
             this.key = key;
             this.path = path;
             this.compressed = compressed;
+        }
+
+        /** Archives never change; one that did is another archive that got this inode. */
+        boolean sameArchive(Found found) {
+            return found.size() == archiveSize && modifiedMicros(found.path()) == archiveModifiedMicros;
         }
 
         boolean renamedAwayOrDeleted() { return goneSinceNanos != 0; }
