@@ -567,6 +567,24 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
+    /**
+     * Opens a file by name and keeps the handle only if the name still leads to the expected file
+     * afterwards: a rotation between looking and opening would otherwise hand over the next file
+     * under that name. Null when it does not.
+     */
+    static FileChannel openIfStill(Path path, FileKey expected) throws IOException {
+        FileChannel channel = FileChannel.open(path, StandardOpenOption.READ);
+        FileKey now;
+        try {
+            now = FileKey.of(path);
+        } catch (IOException e) {
+            now = null;
+        }
+        if (expected.equals(now)) return channel;
+        channel.close();
+        return null;
+    }
+
     static int readAt(FileChannel channel, byte[] into, int length, long position) throws IOException {
         ByteBuffer buffer = ByteBuffer.wrap(into, 0, length);
         while (buffer.hasRemaining()) {
@@ -917,16 +935,8 @@ public class LogShip implements Callable<Integer> {
         void save() throws IOException {
             if (file == null) return;
             StringBuilder text = new StringBuilder(HEADER).append('\n');
-            for (Entry e : all()) {
-                text.append(entries.get(e.key()) == e ? "file " : "gone ").append(e.key().device()).append(' ').append(e.key().inode())
-                        .append(' ').append(e.offset())
-                        .append(' ').append(e.fingerprint().length()).append(' ').append(e.fingerprint().crc())
-                        .append(' ').append(e.marker().length()).append(' ').append(e.marker().crc())
-                        .append(' ').append(e.lastSeenMillis())
-                        .append(' ').append(e.skippingLongLine() ? 1 : 0)
-                        .append(' ').append(e.compressed() ? 1 : 0)
-                        .append(' ').append(escape(e.path().toString())).append('\n');
-            }
+            for (Entry e : entries.values()) appendRow(text, "file", e);
+            for (Entry e : retired) appendRow(text, "gone", e);
             text.append("end ").append(entries.size() + retired.size()).append('\n');
             Path temp = tempFile();
             try (FileChannel out = FileChannel.open(temp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
@@ -941,6 +951,17 @@ public class LogShip implements Callable<Integer> {
             } catch (IOException e) {
                 // not every file system lets a directory be synced; the rename itself is still atomic
             }
+        }
+
+        private static void appendRow(StringBuilder text, String kind, Entry e) {
+            text.append(kind).append(' ').append(e.key().device()).append(' ').append(e.key().inode())
+                    .append(' ').append(e.offset())
+                    .append(' ').append(e.fingerprint().length()).append(' ').append(e.fingerprint().crc())
+                    .append(' ').append(e.marker().length()).append(' ').append(e.marker().crc())
+                    .append(' ').append(e.lastSeenMillis())
+                    .append(' ').append(e.skippingLongLine() ? 1 : 0)
+                    .append(' ').append(e.compressed() ? 1 : 0)
+                    .append(' ').append(escape(e.path().toString())).append('\n');
         }
 
         private static String escape(String path) {
@@ -1108,12 +1129,8 @@ public class LogShip implements Callable<Integer> {
             Found found = discovery.inspect(discovery.resolve(name));
             if (found == null) return;
             try {
-                FileChannel channel = FileChannel.open(found.path(), StandardOpenOption.READ);
-                if (found.key().equals(FileKey.of(found.path()))) {
-                    pinned.add(new Pinned(found, channel));
-                } else {
-                    channel.close(); // replaced already: the rescan will find the new one
-                }
+                FileChannel channel = openIfStill(found.path(), found.key());
+                if (channel != null) pinned.add(new Pinned(found, channel)); // else replaced: left to the rescan
             } catch (IOException e) {
                 // gone or unreadable: the rescan decides what to say about it
             }
@@ -1361,7 +1378,6 @@ public class LogShip implements Callable<Integer> {
                 if (tails.containsKey(p.found().key())) {
                     closeQuietly(p.channel());
                 } else {
-                    openFiles++;
                     adopt(p.found(), p.channel(), false);
                 }
             }
@@ -1438,7 +1454,10 @@ public class LogShip implements Callable<Integer> {
                 return;
             }
             Tail tail = new Tail(found.key(), found.path(), false);
-            tail.channel = pinned;
+            if (pinned != null) {
+                tail.channel = pinned;
+                openFiles++;
+            }
             FileChannel channel = pinned != null ? pinned : open(tail);
             if (channel == null) return; // unreadable or gone: the next scan tries again
             try {
@@ -1677,24 +1696,11 @@ public class LogShip implements Callable<Integer> {
             if (openFiles > maxOpenFiles && !tail.renamedAwayOrDeleted()) closeTail(tail);
         }
 
-        /**
-         * Opens a tail's file by its name, and keeps the handle only if the name still led to the
-         * same file afterwards: a rotation between the scan and the open would otherwise hand us
-         * the next file under this name, read with the wrong file's offset.
-         */
+        /** Opens a tail's file by its name, if that name still leads to the tail's file. */
         private FileChannel open(Tail tail) {
             try {
-                FileChannel channel = FileChannel.open(tail.path, StandardOpenOption.READ);
-                FileKey now;
-                try {
-                    now = FileKey.of(tail.path);
-                } catch (IOException e) {
-                    now = null;
-                }
-                if (!tail.key.equals(now)) {
-                    closeQuietly(channel);
-                    return null;
-                }
+                FileChannel channel = openIfStill(tail.path, tail.key);
+                if (channel == null) return null;
                 tail.channel = channel;
                 openFiles++;
                 Log.forget("read:" + tail.name());
