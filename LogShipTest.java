@@ -322,12 +322,6 @@ public class LogShipTest {
             }
         }
 
-        byte[] stdoutBytes() {
-            synchronized (stdout) {
-                return stdout.toByteArray();
-            }
-        }
-
         String stderr() {
             synchronized (stderr) {
                 return stderr.toString(StandardCharsets.UTF_8);
@@ -2594,7 +2588,7 @@ public class LogShipTest {
         @Test
         void everyRequestNginxLoggedIsShippedOnceThroughLogrotateCreateAndCopytruncate() throws Exception {
             Outcome outcome = runScenario(dir -> Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(),
-                    "LOG_FILE_PATTERN", "access\\.log", "LOG_SCAN_INTERVAL", "10s")), true);
+                    "LOG_FILE_PATTERN", "access\\.log", "LOG_SCAN_INTERVAL", "10s")));
             System.out.println("  real nginx + LogShip: " + outcome.summary());
             assertEquals(0, outcome.exitCode(), () -> "LogShip's exit code after SIGTERM; stderr:\n" + tail(outcome.stderr()));
             assertNoStackTrace(outcome.stderr());
@@ -2604,12 +2598,9 @@ public class LogShipTest {
         /**
          * Starts nginx and the shipper, runs three phases of load (steady; logrotate create + USR1;
          * logrotate copytruncate), stops nginx so that its logs are final, waits until the shipper has
-         * shipped everything it must (or, for a shipper that may lose lines, until its output is still),
-         * stops the shipper, and returns what was logged and what was shipped. isLogShip: the shipper
-         * says "ready:" and must ship everything; otherwise (tail -F, for comparison) it is only
-         * given until its output stops growing.
+         * shipped everything it must, stops the shipper, and returns what was logged and what was shipped.
          */
-        Outcome runScenario(Function<Path, Shipped> startShipper, boolean isLogShip) throws Exception {
+        Outcome runScenario(Function<Path, Shipped> startShipper) throws Exception {
             findTools();
             logs = Files.createDirectories(base.resolve("logs"));
             Files.createDirectories(base.resolve("run"));
@@ -2639,7 +2630,7 @@ public class LogShipTest {
             Process server = startNginx();
             Process load = null;
             try (Shipped shipper = startShipper.apply(logs)) {
-                if (isLogShip) shipper.awaitReady();
+                shipper.awaitReady();
                 // Phase 1: steady load, no rotation.
                 load = startWrk("steady");
                 Thread.sleep(2000);
@@ -2674,19 +2665,15 @@ public class LogShipTest {
                 Path copy = logs.resolve("access.log.1"); // logrotate's copy; the created one moved to .2
                 assertTrue(files.containsKey("access.log.2") && files.containsKey("access.log.1"),
                         () -> "expected access.log, .1 (the copy) and .2 (renamed by create), got " + files.keySet());
-                if (isLogShip) {
-                    // Everything but the copy's tail must be shipped; the copy's tail may never be.
-                    Set<String> required = new HashSet<>();
-                    files.forEach((name, lines) -> {
-                        if (!name.equals(copy.getFileName().toString())) required.addAll(lines);
-                    });
-                    // On timeout, carry on: the criterion below then says precisely what is missing.
-                    long deadline = System.nanoTime() + PATIENCE.toNanos();
-                    while (!new HashSet<>(shipper.lines()).containsAll(required) && System.nanoTime() < deadline) {
-                        Thread.sleep(200);
-                    }
-                } else {
-                    awaitStill(shipper);
+                // Everything but the copy's tail must be shipped; the copy's tail may never be.
+                Set<String> required = new HashSet<>();
+                files.forEach((name, lines) -> {
+                    if (!name.equals(copy.getFileName().toString())) required.addAll(lines);
+                });
+                // On timeout, carry on: the criterion below then says precisely what is missing.
+                long deadline = System.nanoTime() + PATIENCE.toNanos();
+                while (!new HashSet<>(shipper.lines()).containsAll(required) && System.nanoTime() < deadline) {
+                    Thread.sleep(200);
                 }
                 int exit = shipper.terminate();
                 return new Outcome(requested, files, copy.getFileName().toString(), shipper.lines(), shipper.stderr(), exit);
@@ -3002,14 +2989,6 @@ public class LogShipTest {
             assertEquals(0, p.exitValue(), () -> "logrotate " + config.getFileName() + " failed: " + readQuietly(out));
         }
 
-        static String readQuietly(Path p) {
-            try {
-                return Files.readString(p);
-            } catch (IOException e) {
-                return e.toString();
-            }
-        }
-
         /** access.log and its rotated files, each as its lines. */
         Map<String, List<String>> readLogs() throws IOException {
             Map<String, List<String>> files = new TreeMap<>();
@@ -3020,18 +2999,6 @@ public class LogShipTest {
                 }
             }
             return files;
-        }
-
-        /** For shippers that may lose lines (tail -F): wait until the output has not grown for 2 s. */
-        static void awaitStill(Shipped shipper) throws InterruptedException {
-            long deadline = System.nanoTime() + PATIENCE.toNanos();
-            int last = -1;
-            while (System.nanoTime() < deadline) {
-                int now = shipper.stdoutBytes().length;
-                if (now == last) return;
-                last = now;
-                Thread.sleep(2000);
-            }
         }
     }
 }
