@@ -1374,6 +1374,7 @@ public class LogShip implements Callable<Integer> {
         /** The tails an event batch concerns, rescanning first when names came or went. */
         private Collection<Tail> changedTails(Watcher watcher) {
             if (watcher == null) return List.of();
+            Set<FileKey> known = new HashSet<>(tails.keySet());
             for (Watcher.Pinned p : watcher.takePinned()) {
                 if (tails.containsKey(p.found().key())) {
                     closeQuietly(p.channel());
@@ -1391,8 +1392,12 @@ public class LogShip implements Callable<Integer> {
             if (rescan) reconcile(discovery.scan(), false);
             Set<Tail> due = new java.util.LinkedHashSet<>();
             for (Tail t : tails.values()) {
-                // Renamed-away files change under names we cannot map back, so they are always due.
-                if (t.renamedAwayOrDeleted() || names.contains(t.name()) || (rescan && t.compressed)) due.add(t);
+                // Renamed-away files change under names we cannot map back, so they are always due;
+                // files just found are due too, as an overflow may have dropped their own events.
+                if (t.renamedAwayOrDeleted() || names.contains(t.name()) || !known.contains(t.key)
+                        || (rescan && t.compressed)) {
+                    due.add(t);
+                }
             }
             return due;
         }
