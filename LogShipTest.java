@@ -413,6 +413,275 @@ public class LogShipTest {
                 () -> "stack trace on stderr:\n" + stderr);
     }
 
+    static <T> List<T> concat(List<T> a, List<T> b) {
+        List<T> all = new ArrayList<>(a);
+        all.addAll(b);
+        return all;
+    }
+
+    /**
+     * Writes numbered lines ("g<generation> <n>") at a steady rate and rotates like a real app with
+     * logrotate: rename the live file (overwriting the previous .1), keep writing a few lines to the
+     * old handle as nginx does until it reopens, then create a new file.
+     */
+    static final class RotatingWriter {
+        private final Path live;
+        private final int keep;
+        private final Map<Integer, Integer> linesPerGeneration = new HashMap<>();
+        private volatile long total;
+
+        RotatingWriter(Path live) { this(live, 1); }
+
+        /** Keeps {@code keep} rotated files, shifting .1 to .2 and so on, as logrotate does. */
+        RotatingWriter(Path live, int keep) {
+            this.live = live;
+            this.keep = keep;
+        }
+
+        private void rotate() throws IOException {
+            for (int k = keep - 1; k >= 1; k--) {
+                Path older = rotated(k);
+                if (Files.exists(older)) Files.move(older, rotated(k + 1), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            }
+            Files.move(live, rotated(1), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+        }
+
+        private Path rotated(int k) { return live.resolveSibling(live.getFileName() + "." + k); }
+
+        long total() { return total; }
+
+        long run(Duration length, int linesPerSecond, Duration rotateEvery, int burst) throws Exception {
+            long start = System.nanoTime();
+            long nextRotation = start + rotateEvery.toNanos();
+            int generation = 0;
+            long total = 0;
+            var out = Files.newOutputStream(live, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+            int n = 0;
+            while (System.nanoTime() - start < length.toNanos()) {
+                long due = (System.nanoTime() - start) * linesPerSecond / 1_000_000_000L;
+                StringBuilder batch = new StringBuilder();
+                for (; total < due; total++) batch.append('g').append(generation).append(' ').append(n++).append('\n');
+                out.write(batch.toString().getBytes(StandardCharsets.UTF_8));
+                out.flush();
+                if (System.nanoTime() - nextRotation >= 0) {
+                    for (int b = 0; b < burst; b++) {
+                        rotate();
+                        for (int late = 0; late < 5; late++, total++) {
+                            out.write(("g" + generation + " " + n++ + "\n").getBytes(StandardCharsets.UTF_8));
+                        }
+                        out.close();
+                        linesPerGeneration.put(generation, n);
+                        generation++;
+                        n = 0;
+                        out = Files.newOutputStream(live, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+                        if (b + 1 < burst) {
+                            for (int i = 0; i < 20; i++, total++) {
+                                out.write(("g" + generation + " " + n++ + "\n").getBytes(StandardCharsets.UTF_8));
+                            }
+                            out.flush();
+                            Thread.sleep(50);
+                        }
+                    }
+                    nextRotation += rotateEvery.toNanos();
+                }
+                Thread.sleep(5);
+            }
+            out.close();
+            linesPerGeneration.put(generation, n);
+            this.total = total;
+            return total;
+        }
+
+        void assertShippedExactlyOnce(List<String> shipped) {
+            Map<Integer, List<Integer>> seen = new HashMap<>();
+            for (String line : shipped) {
+                String[] parts = line.split(" ");
+                seen.computeIfAbsent(Integer.parseInt(parts[0].substring(1)), g -> new ArrayList<>())
+                        .add(Integer.parseInt(parts[1]));
+            }
+            assertEquals(linesPerGeneration.keySet(), seen.keySet(), "generations shipped");
+            linesPerGeneration.forEach((g, count) -> assertLines(
+                    IntStream.range(0, count).mapToObj(n -> "g" + g + " " + n).toList(),
+                    seen.get(g).stream().map(n -> "g" + g + " " + n).toList()));
+        }
+    }
+
+    static int count(String text, String needle) {
+        int n = 0;
+        for (int i = text.indexOf(needle); i >= 0; i = text.indexOf(needle, i + needle.length())) n++;
+        return n;
+    }
+
+    static void deleteTree(Path root) throws IOException {
+        if (!Files.exists(root, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return;
+        try (var walk = Files.walk(root)) {
+            for (Path p : walk.sorted(java.util.Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
+        }
+    }
+
+    /** A temp directory other users can enter (JUnit's are private to the owner). */
+    static Path sharedTempDir() throws IOException {
+        Path dir = Files.createTempDirectory(Path.of("/tmp"), "logship-shared");
+        Files.setPosixFilePermissions(dir, java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
+        return dir;
+    }
+
+    /**
+     * Runs the shipper as an unprivileged user, because root reads everything. As root that is
+     * setpriv to nobody, with the class path copied where nobody can read it; as anybody else the
+     * current user already is unprivileged.
+     */
+    static final class AsUser {
+        private static String readableClassPath;
+
+        static Shipped nobody(Map<String, String> env, String... args) throws IOException {
+            if (!isRoot()) return Shipped.start(env, args);
+            return Shipped.start(List.of("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
+                    List.of(), readableClassPath(), env, true, args);
+        }
+
+        static boolean isRoot() {
+            try {
+                return "0".equals(new String(new ProcessBuilder("id", "-u").start().getInputStream().readAllBytes()).trim());
+            } catch (IOException e) {
+                return false;
+            }
+        }
+
+        static synchronized String readableClassPath() throws IOException {
+            if (readableClassPath == null) {
+                Path copy = sharedTempDir();
+                List<String> entries = new ArrayList<>();
+                int i = 0;
+                for (String entry : System.getProperty("java.class.path").split(java.io.File.pathSeparator)) {
+                    Path target = copy.resolve(i++ + "-" + Path.of(entry).getFileName());
+                    Files.copy(Path.of(entry), target);
+                    Files.setPosixFilePermissions(target, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
+                    entries.add(target.toString());
+                }
+                readableClassPath = String.join(java.io.File.pathSeparator, entries);
+            }
+            return readableClassPath;
+        }
+    }
+
+    static String readQuietly(Path file) {
+        try {
+            return Files.readString(file);
+        } catch (IOException e) {
+            return "";
+        }
+    }
+
+    static byte[] gzipBytes(String text) throws IOException {
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        try (var gz = new java.util.zip.GZIPOutputStream(bytes)) {
+            gz.write(text.getBytes(StandardCharsets.UTF_8));
+        }
+        return bytes.toByteArray();
+    }
+
+    static void gzip(Path to, String text) throws IOException {
+        Files.write(to, gzipBytes(text));
+    }
+
+    /** Lines of different files have no order between them: compare those as sorted lists. */
+    static final class Set5 {
+        static List<String> sorted(String text) {
+            return text.lines().sorted().toList();
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Contract: following files (in-process, one poll at a time)
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class Following {
+        @TempDir
+        Path dir;
+
+        @Test
+        void appendedLinesAreShippedOnceAndOnlyOnce() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, "1\n2\n");
+            InProcess shipper = new InProcess(dir).start();
+            assertEquals("1\n2\n", shipper.poll());
+            assertEquals("", shipper.poll());
+            append(log, "3\n");
+            assertEquals("3\n", shipper.poll());
+            assertEquals("", shipper.poll());
+            assertEquals("1\n2\n3\n", shipper.all());
+        }
+
+        @Test
+        void aPartialLineIsHeldUntilItsNewlineArrives() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, "whole\nhal");
+            InProcess shipper = new InProcess(dir).start();
+            assertEquals("whole\n", shipper.poll());
+            append(log, "f and");
+            assertEquals("", shipper.poll());
+            append(log, " done\nnext");
+            assertEquals("half and done\n", shipper.poll());
+        }
+
+        @Test
+        void newFilesAreReadFromTheirStart() throws Exception {
+            InProcess shipper = new InProcess(dir, "--start-at", "tail").start();
+            assertEquals("", shipper.poll());
+            append(dir.resolve("new.log"), "first\nsecond\n");
+            assertEquals("first\nsecond\n", shipper.poll());
+        }
+
+        @Test
+        void startAtTailSkipsWhatExistedAtStartup() throws Exception {
+            Path log = dir.resolve("old.log");
+            append(log, "old 1\nold 2\nunfinished ");
+            InProcess shipper = new InProcess(dir, "--start-at", "tail").start();
+            assertEquals("", shipper.poll());
+            append(log, "line\nnew\n");
+            assertEquals("unfinished line\nnew\n", shipper.poll());
+        }
+
+        @Test
+        void filesNotMatchingThePatternAreIgnored() throws Exception {
+            append(dir.resolve("app.log.1"), "rotated\n");
+            append(dir.resolve("notes.txt"), "notes\n");
+            append(dir.resolve("app.log"), "yes\n");
+            InProcess shipper = new InProcess(dir).start();
+            assertEquals("yes\n", shipper.poll());
+        }
+
+        @Test
+        void repeatedScansNeverShipALineTwice() throws Exception {
+            for (int f = 0; f < 5; f++) append(dir.resolve("f" + f + ".log"), numbered("f" + f + "-", 0, 50));
+            InProcess shipper = new InProcess(dir).start();
+            shipper.poll();
+            for (int i = 0; i < 10; i++) assertEquals("", shipper.poll());
+            assertEquals(250, shipper.all().lines().count());
+        }
+
+        @Test
+        void jsonFormatNamesTheFileAndEscapesEveryLine() throws Exception {
+            append(dir.resolve("access.log"), "GET / 200\n");
+            append(dir.resolve("error.log"), new byte[] {'q', '"', '\\', '\t', 1, (byte) 0xff, 'x', '\r', '\n'});
+            InProcess shipper = new InProcess(dir, "--format", "json").start();
+            List<String> out = shipper.poll().lines().sorted().toList();
+            assertEquals(List.of("{\"file\":\"access.log\",\"line\":\"GET / 200\"}",
+                    "{\"file\":\"error.log\",\"line\":\"q\\\"\\\\\\t\\u0001\ufffdx\\r\"}"), out);
+        }
+
+        @Test
+        void bytesPassThroughUntouched() throws Exception {
+            byte[] raw = {'a', '\r', 0, (byte) 0xff, (byte) 0xfe, 'z', '\t', '\n', (byte) 0xc3, (byte) 0x28, '\n'};
+            append(dir.resolve("bin.log"), raw);
+            InProcess shipper = new InProcess(dir).start();
+            shipper.poll();
+            assertTrue(Arrays.equals(raw, shipper.stdout.toByteArray()));
+        }
+    }
+
     // ---------------------------------------------------------------------------------------------
     // Contract: configuration
     // ---------------------------------------------------------------------------------------------
@@ -888,99 +1157,6 @@ public class LogShipTest {
         }
     }
 
-    static <T> List<T> concat(List<T> a, List<T> b) {
-        List<T> all = new ArrayList<>(a);
-        all.addAll(b);
-        return all;
-    }
-
-    /**
-     * Writes numbered lines ("g<generation> <n>") at a steady rate and rotates like a real app with
-     * logrotate: rename the live file (overwriting the previous .1), keep writing a few lines to the
-     * old handle as nginx does until it reopens, then create a new file.
-     */
-    static final class RotatingWriter {
-        private final Path live;
-        private final int keep;
-        private final Map<Integer, Integer> linesPerGeneration = new HashMap<>();
-        private volatile long total;
-
-        RotatingWriter(Path live) { this(live, 1); }
-
-        /** Keeps {@code keep} rotated files, shifting .1 to .2 and so on, as logrotate does. */
-        RotatingWriter(Path live, int keep) {
-            this.live = live;
-            this.keep = keep;
-        }
-
-        private void rotate() throws IOException {
-            for (int k = keep - 1; k >= 1; k--) {
-                Path older = rotated(k);
-                if (Files.exists(older)) Files.move(older, rotated(k + 1), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
-            }
-            Files.move(live, rotated(1), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
-        }
-
-        private Path rotated(int k) { return live.resolveSibling(live.getFileName() + "." + k); }
-
-        long total() { return total; }
-
-        long run(Duration length, int linesPerSecond, Duration rotateEvery, int burst) throws Exception {
-            long start = System.nanoTime();
-            long nextRotation = start + rotateEvery.toNanos();
-            int generation = 0;
-            long total = 0;
-            var out = Files.newOutputStream(live, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
-            int n = 0;
-            while (System.nanoTime() - start < length.toNanos()) {
-                long due = (System.nanoTime() - start) * linesPerSecond / 1_000_000_000L;
-                StringBuilder batch = new StringBuilder();
-                for (; total < due; total++) batch.append('g').append(generation).append(' ').append(n++).append('\n');
-                out.write(batch.toString().getBytes(StandardCharsets.UTF_8));
-                out.flush();
-                if (System.nanoTime() - nextRotation >= 0) {
-                    for (int b = 0; b < burst; b++) {
-                        rotate();
-                        for (int late = 0; late < 5; late++, total++) {
-                            out.write(("g" + generation + " " + n++ + "\n").getBytes(StandardCharsets.UTF_8));
-                        }
-                        out.close();
-                        linesPerGeneration.put(generation, n);
-                        generation++;
-                        n = 0;
-                        out = Files.newOutputStream(live, StandardOpenOption.CREATE, StandardOpenOption.APPEND);
-                        if (b + 1 < burst) {
-                            for (int i = 0; i < 20; i++, total++) {
-                                out.write(("g" + generation + " " + n++ + "\n").getBytes(StandardCharsets.UTF_8));
-                            }
-                            out.flush();
-                            Thread.sleep(50);
-                        }
-                    }
-                    nextRotation += rotateEvery.toNanos();
-                }
-                Thread.sleep(5);
-            }
-            out.close();
-            linesPerGeneration.put(generation, n);
-            this.total = total;
-            return total;
-        }
-
-        void assertShippedExactlyOnce(List<String> shipped) {
-            Map<Integer, List<Integer>> seen = new HashMap<>();
-            for (String line : shipped) {
-                String[] parts = line.split(" ");
-                seen.computeIfAbsent(Integer.parseInt(parts[0].substring(1)), g -> new ArrayList<>())
-                        .add(Integer.parseInt(parts[1]));
-            }
-            assertEquals(linesPerGeneration.keySet(), seen.keySet(), "generations shipped");
-            linesPerGeneration.forEach((g, count) -> assertLines(
-                    IntStream.range(0, count).mapToObj(n -> "g" + g + " " + n).toList(),
-                    seen.get(g).stream().map(n -> "g" + g + " " + n).toList()));
-        }
-    }
-
     // ---------------------------------------------------------------------------------------------
     // Hostile input: odd entries, odd bytes, odd names, unreadable and vanishing files
     // ---------------------------------------------------------------------------------------------
@@ -1119,131 +1295,6 @@ public class LogShipTest {
                 assertEquals(0, run.terminate());
                 assertLines(numberedLines("steady", 0, 300), run.lines().stream().filter(l -> l.startsWith("steady")).toList());
                 assertNoStackTrace(run.stderr());
-            }
-        }
-    }
-
-    static int count(String text, String needle) {
-        int n = 0;
-        for (int i = text.indexOf(needle); i >= 0; i = text.indexOf(needle, i + needle.length())) n++;
-        return n;
-    }
-
-    static void deleteTree(Path root) throws IOException {
-        if (!Files.exists(root, java.nio.file.LinkOption.NOFOLLOW_LINKS)) return;
-        try (var walk = Files.walk(root)) {
-            for (Path p : walk.sorted(java.util.Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
-        }
-    }
-
-    /** A temp directory other users can enter (JUnit's are private to the owner). */
-    static Path sharedTempDir() throws IOException {
-        Path dir = Files.createTempDirectory(Path.of("/tmp"), "logship-shared");
-        Files.setPosixFilePermissions(dir, java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
-        return dir;
-    }
-
-    /**
-     * Runs the shipper as an unprivileged user, because root reads everything. As root that is
-     * setpriv to nobody, with the class path copied where nobody can read it; as anybody else the
-     * current user already is unprivileged.
-     */
-    static final class AsUser {
-        private static String readableClassPath;
-
-        static Shipped nobody(Map<String, String> env, String... args) throws IOException {
-            if (!isRoot()) return Shipped.start(env, args);
-            return Shipped.start(List.of("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"),
-                    List.of(), readableClassPath(), env, true, args);
-        }
-
-        static boolean isRoot() {
-            try {
-                return "0".equals(new String(new ProcessBuilder("id", "-u").start().getInputStream().readAllBytes()).trim());
-            } catch (IOException e) {
-                return false;
-            }
-        }
-
-        static synchronized String readableClassPath() throws IOException {
-            if (readableClassPath == null) {
-                Path copy = sharedTempDir();
-                List<String> entries = new ArrayList<>();
-                int i = 0;
-                for (String entry : System.getProperty("java.class.path").split(java.io.File.pathSeparator)) {
-                    Path target = copy.resolve(i++ + "-" + Path.of(entry).getFileName());
-                    Files.copy(Path.of(entry), target);
-                    Files.setPosixFilePermissions(target, java.nio.file.attribute.PosixFilePermissions.fromString("rw-r--r--"));
-                    entries.add(target.toString());
-                }
-                readableClassPath = String.join(java.io.File.pathSeparator, entries);
-            }
-            return readableClassPath;
-        }
-    }
-
-    // ---------------------------------------------------------------------------------------------
-    // Many files: descriptor limits, fairness, latency
-    // ---------------------------------------------------------------------------------------------
-
-    @Nested
-    class ManyFiles {
-        @TempDir
-        Path dir;
-
-        @Test
-        void threeThousandFilesShipUnderAFiveHundredDescriptorLimit() throws Exception {
-            int files = 3000;
-            for (int f = 0; f < files; f++) append(dir.resolve("f" + f + ".log"), "f" + f + " a\nf" + f + " b\n");
-            try (Shipped run = Shipped.start(List.of("prlimit", "--nofile=512:512", "--"), List.of(),
-                    Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1s"), true)) {
-                run.awaitReady().awaitLineCount(2 * files);
-                for (int f = 0; f < files; f++) append(dir.resolve("f" + f + ".log"), "f" + f + " c\n");
-                run.awaitLineCount(3 * files);
-                assertEquals(0, run.terminate(), run::stderr);
-                List<String> lines = run.lines();
-                assertEquals(3 * files, lines.size());
-                assertEquals(3 * files, new java.util.HashSet<>(lines).size(), "no line twice");
-                assertFalse(run.stderr().contains("Too many open files"), run.stderr());
-            }
-        }
-
-        @Test
-        void oneBusyFileDoesNotStarveTheOthers() throws Exception {
-            append(dir.resolve("busy.log"), numbered("busy", 0, 2_000_000)); // about 20 MB
-            append(dir.resolve("quiet.log"), "quiet\n");
-            InProcess shipper = new InProcess(dir).start();
-            List<String> out = shipper.poll().lines().toList();
-            int quietAt = out.indexOf("quiet");
-            assertTrue(quietAt >= 0 && quietAt < 200_000,
-                    "the quiet file waited behind " + quietAt + " lines of the busy one");
-            assertEquals(2_000_001, out.size());
-        }
-
-        @Test
-        void aStormOfNewFilesIsShippedWithoutWaitingForTheRescan() throws Exception {
-            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h",
-                    "LOG_LEVEL", "debug"))) {
-                run.awaitReady();
-                // More creations than the JDK queues per watch key (512) before it reports OVERFLOW,
-                // if the watcher falls behind; either way nothing may wait for the hourly rescan.
-                for (int f = 0; f < 4000; f++) Files.writeString(dir.resolve("storm" + f + ".log"), "storm " + f + "\n");
-                run.awaitLineCount(4000);
-                assertEquals(0, run.terminate());
-                assertEquals(4000, new java.util.HashSet<>(run.lines()).size());
-            }
-        }
-
-        @Test
-        void changesArriveThroughNotificationNotTheScanInterval() {
-            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h"))) {
-                run.awaitReady();
-                append(dir.resolve("new.log"), "created\n");
-                run.awaitLineCount(1);
-                append(dir.resolve("new.log"), "appended\n");
-                run.awaitLineCount(2);
-                // With an hour between scans, only the watcher could have delivered these.
-                assertEquals(List.of("created", "appended"), run.lines());
             }
         }
     }
@@ -1570,30 +1621,69 @@ public class LogShipTest {
         }
     }
 
-    static String readQuietly(Path file) {
-        try {
-            return Files.readString(file);
-        } catch (IOException e) {
-            return "";
+    // ---------------------------------------------------------------------------------------------
+    // Many files: descriptor limits, fairness, latency
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class ManyFiles {
+        @TempDir
+        Path dir;
+
+        @Test
+        void threeThousandFilesShipUnderAFiveHundredDescriptorLimit() throws Exception {
+            int files = 3000;
+            for (int f = 0; f < files; f++) append(dir.resolve("f" + f + ".log"), "f" + f + " a\nf" + f + " b\n");
+            try (Shipped run = Shipped.start(List.of("prlimit", "--nofile=512:512", "--"), List.of(),
+                    Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1s"), true)) {
+                run.awaitReady().awaitLineCount(2 * files);
+                for (int f = 0; f < files; f++) append(dir.resolve("f" + f + ".log"), "f" + f + " c\n");
+                run.awaitLineCount(3 * files);
+                assertEquals(0, run.terminate(), run::stderr);
+                List<String> lines = run.lines();
+                assertEquals(3 * files, lines.size());
+                assertEquals(3 * files, new java.util.HashSet<>(lines).size(), "no line twice");
+                assertFalse(run.stderr().contains("Too many open files"), run.stderr());
+            }
         }
-    }
 
-    static byte[] gzipBytes(String text) throws IOException {
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        try (var gz = new java.util.zip.GZIPOutputStream(bytes)) {
-            gz.write(text.getBytes(StandardCharsets.UTF_8));
+        @Test
+        void oneBusyFileDoesNotStarveTheOthers() throws Exception {
+            append(dir.resolve("busy.log"), numbered("busy", 0, 2_000_000)); // about 20 MB
+            append(dir.resolve("quiet.log"), "quiet\n");
+            InProcess shipper = new InProcess(dir).start();
+            List<String> out = shipper.poll().lines().toList();
+            int quietAt = out.indexOf("quiet");
+            assertTrue(quietAt >= 0 && quietAt < 200_000,
+                    "the quiet file waited behind " + quietAt + " lines of the busy one");
+            assertEquals(2_000_001, out.size());
         }
-        return bytes.toByteArray();
-    }
 
-    static void gzip(Path to, String text) throws IOException {
-        Files.write(to, gzipBytes(text));
-    }
+        @Test
+        void aStormOfNewFilesIsShippedWithoutWaitingForTheRescan() throws Exception {
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h",
+                    "LOG_LEVEL", "debug"))) {
+                run.awaitReady();
+                // More creations than the JDK queues per watch key (512) before it reports OVERFLOW,
+                // if the watcher falls behind; either way nothing may wait for the hourly rescan.
+                for (int f = 0; f < 4000; f++) Files.writeString(dir.resolve("storm" + f + ".log"), "storm " + f + "\n");
+                run.awaitLineCount(4000);
+                assertEquals(0, run.terminate());
+                assertEquals(4000, new java.util.HashSet<>(run.lines()).size());
+            }
+        }
 
-    /** Lines of different files have no order between them: compare those as sorted lists. */
-    static final class Set5 {
-        static List<String> sorted(String text) {
-            return text.lines().sorted().toList();
+        @Test
+        void changesArriveThroughNotificationNotTheScanInterval() {
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h"))) {
+                run.awaitReady();
+                append(dir.resolve("new.log"), "created\n");
+                run.awaitLineCount(1);
+                append(dir.resolve("new.log"), "appended\n");
+                run.awaitLineCount(2);
+                // With an hour between scans, only the watcher could have delivered these.
+                assertEquals(List.of("created", "appended"), run.lines());
+            }
         }
     }
 
@@ -1628,395 +1718,305 @@ public class LogShipTest {
                 }
             }
         }
-    }
 
-    /**
-     * One random history. The model knows, for every line written, whether the shipper must ship
-     * it (it was whole and reachable when a poll ran), may ship it (the unavoidable windows:
-     * truncated or rotated out of reach before any poll saw it), and whether a second copy is
-     * allowed (shipped after the last save, then killed).
-     */
-    static final class History {
-        enum Fate { PENDING, MUST, MAY }
+        /**
+         * One random history. The model knows, for every line written, whether the shipper must ship
+         * it (it was whole and reachable when a poll ran), may ship it (the unavoidable windows:
+         * truncated or rotated out of reach before any poll saw it), and whether a second copy is
+         * allowed (shipped after the last save, then killed).
+         */
+        static final class History {
+            enum Fate { PENDING, MUST, MAY }
 
-        /** One generation of one file: what its writer wrote into it, line by line. */
-        static final class Generation {
-            final int id;
-            Path path;
-            boolean reachable;            // the shipper holds it or its name matches
-            boolean seen;                 // some poll saw it while reachable
-            boolean archived;
-            Path archive;
-            String partial;               // the first half of a line still missing its end
-            final List<Fate> fates = new ArrayList<>();
-            final List<Integer> extraCopies = new ArrayList<>(); // one per kill that re-ships it
-            int shippedUpTo;              // lines that must have been shipped by the last poll
-            int savedUpTo;                // ... by the last save of positions
+            /** One generation of one file: what its writer wrote into it, line by line. */
+            static final class Generation {
+                final int id;
+                Path path;
+                boolean reachable;            // the shipper holds it or its name matches
+                boolean seen;                 // some poll saw it while reachable
+                boolean archived;
+                Path archive;
+                String partial;               // the first half of a line still missing its end
+                final List<Fate> fates = new ArrayList<>();
+                final List<Integer> extraCopies = new ArrayList<>(); // one per kill that re-ships it
+                int shippedUpTo;              // lines that must have been shipped by the last poll
+                int savedUpTo;                // ... by the last save of positions
 
-            Generation(int id, Path path) {
-                this.id = id;
-                this.path = path;
-                this.reachable = true;
+                Generation(int id, Path path) {
+                    this.id = id;
+                    this.path = path;
+                    this.reachable = true;
+                }
             }
-        }
 
-        private final Path logs;
-        private final java.util.Random random;
-        private final long seed;
-        private final List<Generation> generations = new ArrayList<>();
-        private final Map<String, Generation> live = new HashMap<>();
-        private final List<String> shipped = new ArrayList<>();
-        private final List<String> trace = new ArrayList<>() {
-            @Override
-            public boolean add(String step) {
-                if (System.getProperty("logship.verbose") != null) System.err.println("MODEL: " + step);
-                return super.add(step);
+            private final Path logs;
+            private final java.util.Random random;
+            private final long seed;
+            private final List<Generation> generations = new ArrayList<>();
+            private final Map<String, Generation> live = new HashMap<>();
+            private final List<String> shipped = new ArrayList<>();
+            private final List<String> trace = new ArrayList<>() {
+                @Override
+                public boolean add(String step) {
+                    if (System.getProperty("logship.verbose") != null) System.err.println("MODEL: " + step);
+                    return super.add(step);
+                }
+            };
+            private InProcess shipper;
+
+            History(Path root, long seed) throws Exception {
+                this.logs = Files.createDirectory(root.resolve("logs"));
+                this.random = new java.util.Random(seed);
+                this.seed = seed;
+                this.shipper = newShipper(root);
             }
-        };
-        private InProcess shipper;
 
-        History(Path root, long seed) throws Exception {
-            this.logs = Files.createDirectory(root.resolve("logs"));
-            this.random = new java.util.Random(seed);
-            this.seed = seed;
-            this.shipper = newShipper(root);
-        }
-
-        private InProcess newShipper(Path root) throws Exception {
-            return new InProcess(logs, "--state", root.resolve("positions").toString(), "--rotate-wait", "1h",
-                    "-p", "[ab]\\.log(\\.1\\.gz)?").start();
-        }
-
-        void play(int steps) throws Exception {
-            for (String name : List.of("a.log", "b.log")) create(name);
-            for (int step = 0; step < steps; step++) {
-                int dice = random.nextInt(100);
-                String name = random.nextBoolean() ? "a.log" : "b.log";
-                if (dice < 30) append(name, 1 + random.nextInt(5));
-                else if (dice < 38) appendPartial(name);
-                else if (dice < 58) poll();
-                else if (dice < 64) rotate(name);
-                else if (dice < 69) copytruncate(name);
-                else if (dice < 73) delete(name);
-                else if (dice < 77) compressRotated(name);
-                else if (dice < 82) save();
-                else if (dice < 87) restart();
-                else if (dice < 90) kill();
-                else append(name, 20 + random.nextInt(200));
+            private InProcess newShipper(Path root) throws Exception {
+                return new InProcess(logs, "--state", root.resolve("positions").toString(), "--rotate-wait", "1h",
+                        "-p", "[ab]\\.log(\\.1\\.gz)?").start();
             }
-            for (Generation g : generations) finishPartial(g);
-            poll();
-            poll();
-            check();
-        }
 
-        private Generation create(String name) {
-            Generation g = new Generation(generations.size(), logs.resolve(name));
-            generations.add(g);
-            live.put(name, g);
-            LogShipTest.append(g.path, new byte[0]);
-            trace.add("create " + name + " g" + g.id);
-            return g;
-        }
+            void play(int steps) throws Exception {
+                for (String name : List.of("a.log", "b.log")) create(name);
+                for (int step = 0; step < steps; step++) {
+                    int dice = random.nextInt(100);
+                    String name = random.nextBoolean() ? "a.log" : "b.log";
+                    if (dice < 30) append(name, 1 + random.nextInt(5));
+                    else if (dice < 38) appendPartial(name);
+                    else if (dice < 58) poll();
+                    else if (dice < 64) rotate(name);
+                    else if (dice < 69) copytruncate(name);
+                    else if (dice < 73) delete(name);
+                    else if (dice < 77) compressRotated(name);
+                    else if (dice < 82) save();
+                    else if (dice < 87) restart();
+                    else if (dice < 90) kill();
+                    else append(name, 20 + random.nextInt(200));
+                }
+                for (Generation g : generations) finishPartial(g);
+                poll();
+                poll();
+                check();
+            }
 
-        private Generation current(String name) {
-            Generation g = live.get(name);
-            return g != null ? g : create(name);
-        }
+            private Generation create(String name) {
+                Generation g = new Generation(generations.size(), logs.resolve(name));
+                generations.add(g);
+                live.put(name, g);
+                LogShipTest.append(g.path, new byte[0]);
+                trace.add("create " + name + " g" + g.id);
+                return g;
+            }
 
-        private String line(Generation g, int n) {
-            return "g" + g.id + " " + n + " " + "x".repeat(random.nextInt(40));
-        }
+            private Generation current(String name) {
+                Generation g = live.get(name);
+                return g != null ? g : create(name);
+            }
 
-        private void append(String name, int count) {
-            Generation g = current(name);
-            finishPartial(g);
-            StringBuilder text = new StringBuilder();
-            for (int i = 0; i < count; i++) {
-                text.append(line(g, g.fates.size())).append('\n');
+            private String line(Generation g, int n) {
+                return "g" + g.id + " " + n + " " + "x".repeat(random.nextInt(40));
+            }
+
+            private void append(String name, int count) {
+                Generation g = current(name);
+                finishPartial(g);
+                StringBuilder text = new StringBuilder();
+                for (int i = 0; i < count; i++) {
+                    text.append(line(g, g.fates.size())).append('\n');
+                    g.fates.add(Fate.PENDING);
+                    g.extraCopies.add(0);
+                }
+                LogShipTest.append(g.path, text.toString());
+                trace.add("append " + count + " to g" + g.id);
+            }
+
+            private void appendPartial(String name) {
+                Generation g = current(name);
+                finishPartial(g);
+                String whole = line(g, g.fates.size());
+                g.partial = whole.substring(random.nextInt(whole.length() / 2));
+                LogShipTest.append(g.path, whole.substring(0, whole.length() - g.partial.length()));
                 g.fates.add(Fate.PENDING);
                 g.extraCopies.add(0);
+                trace.add("partial line to g" + g.id);
             }
-            LogShipTest.append(g.path, text.toString());
-            trace.add("append " + count + " to g" + g.id);
-        }
 
-        private void appendPartial(String name) {
-            Generation g = current(name);
-            finishPartial(g);
-            String whole = line(g, g.fates.size());
-            g.partial = whole.substring(random.nextInt(whole.length() / 2));
-            LogShipTest.append(g.path, whole.substring(0, whole.length() - g.partial.length()));
-            g.fates.add(Fate.PENDING);
-            g.extraCopies.add(0);
-            trace.add("partial line to g" + g.id);
-        }
-
-        private void finishPartial(Generation g) {
-            if (g.partial == null) return;
-            if (Files.exists(g.path)) LogShipTest.append(g.path, g.partial + "\n");
-            g.partial = null;
-        }
-
-        private void poll() throws IOException {
-            List<String> out = shipper.poll().lines().toList();
-            shipped.addAll(out);
-            if (System.getProperty("logship.seed") != null) {
-                Map<String, List<String>> firstLast = new java.util.TreeMap<>();
-                for (String l : out) firstLast.computeIfAbsent(l.split(" ")[0], k -> new ArrayList<>()).add(l.split(" ")[1]);
-                firstLast.forEach((k, v) -> trace.add("  shipped " + k + " " + (v.size() < 12 ? v : v.get(0) + ".." + v.get(v.size() - 1) + "(" + v.size() + ")")));
+            private void finishPartial(Generation g) {
+                if (g.partial == null) return;
+                if (Files.exists(g.path)) LogShipTest.append(g.path, g.partial + "\n");
+                g.partial = null;
             }
-            for (Generation g : generations) {
-                if (!g.reachable) continue;
-                g.seen = true;
-                int whole = g.fates.size() - (g.partial != null ? 1 : 0);
-                for (int i = 0; i < whole; i++) if (g.fates.get(i) == Fate.PENDING) g.fates.set(i, Fate.MUST);
-                g.shippedUpTo = Math.max(g.shippedUpTo, whole);
-            }
-            trace.add("poll");
-        }
 
-        /** Lines not yet polled in a generation that goes out of reach may never be shipped. */
-        private void outOfReach(Generation g) {
-            g.reachable = false;
-            for (int i = 0; i < g.fates.size(); i++) if (g.fates.get(i) == Fate.PENDING) g.fates.set(i, Fate.MAY);
-        }
-
-        private void rotate(String name) throws IOException {
-            Generation g = live.remove(name);
-            if (g == null) return;
-            finishPartial(g);
-            Path rotated = logs.resolve(name + ".1");
-            for (Generation old : generations) {
-                if (rotated.equals(old.path)) {
-                    old.path = null; // replaced: deleted, but the shipper may hold it open
+            private void poll() throws IOException {
+                List<String> out = shipper.poll().lines().toList();
+                shipped.addAll(out);
+                if (System.getProperty("logship.seed") != null) {
+                    Map<String, List<String>> firstLast = new java.util.TreeMap<>();
+                    for (String l : out) firstLast.computeIfAbsent(l.split(" ")[0], k -> new ArrayList<>()).add(l.split(" ")[1]);
+                    firstLast.forEach((k, v) -> trace.add("  shipped " + k + " " + (v.size() < 12 ? v : v.get(0) + ".." + v.get(v.size() - 1) + "(" + v.size() + ")")));
                 }
-            }
-            Files.move(g.path, rotated, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
-            g.path = rotated;
-            // The shipper keeps reading a renamed file only if it already holds it.
-            if (!g.seen) outOfReach(g);
-            create(name);
-            trace.add("rotate g" + g.id);
-        }
-
-        private void copytruncate(String name) throws IOException {
-            Generation g = live.get(name);
-            if (g == null) return;
-            finishPartial(g);
-            Files.copy(g.path, logs.resolve(name + ".copy"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
-            try (var channel = java.nio.channels.FileChannel.open(g.path, StandardOpenOption.WRITE)) {
-                channel.truncate(0);
-            }
-            outOfReach(g);
-            Generation next = new Generation(generations.size(), g.path);
-            next.seen = g.seen;
-            generations.add(next);
-            live.put(name, next);
-            trace.add("copytruncate g" + g.id + " -> g" + next.id);
-        }
-
-        private void delete(String name) throws IOException {
-            Generation g = live.remove(name);
-            if (g == null) return;
-            finishPartial(g);
-            Files.delete(g.path);
-            g.path = null;
-            if (!g.seen) outOfReach(g);
-            trace.add("delete g" + g.id);
-        }
-
-        /** logrotate's compress: the rotated file becomes a.log.1.gz, which the pattern matches. */
-        private void compressRotated(String name) throws IOException {
-            Path rotated = logs.resolve(name + ".1");
-            Generation g = generations.stream().filter(x -> rotated.equals(x.path)).findFirst().orElse(null);
-            if (g == null || g.partial != null) return;
-            Path archive = logs.resolve(name + ".1.gz");
-            Files.deleteIfExists(archive);
-            gzip(archive, Files.readString(rotated));
-            Files.delete(rotated);
-            g.path = null;
-            g.archived = true;
-            // Through the archive every line of it is reachable again.
-            g.reachable = true;
-            for (int i = 0; i < g.fates.size(); i++) if (g.fates.get(i) == Fate.MAY) g.fates.set(i, Fate.PENDING);
-            for (Generation other : generations) {
-                if (other != g && archive.equals(other.archive)) {
-                    // Its archive was just replaced: what the shipper had not read of it is gone.
-                    other.archived = false;
-                    other.archive = null;
-                    outOfReach(other);
+                for (Generation g : generations) {
+                    if (!g.reachable) continue;
+                    g.seen = true;
+                    int whole = g.fates.size() - (g.partial != null ? 1 : 0);
+                    for (int i = 0; i < whole; i++) if (g.fates.get(i) == Fate.PENDING) g.fates.set(i, Fate.MUST);
+                    g.shippedUpTo = Math.max(g.shippedUpTo, whole);
                 }
+                trace.add("poll");
             }
-            g.archive = archive;
-            trace.add("compress g" + g.id + (System.getProperty("logship.seed") != null ? " positions=" + readQuietly(logs.getParent().resolve("positions")).replace('\n', '|') + " ino=" + Files.getAttribute(archive, "unix:ino") : ""));
-        }
 
-        private void save() {
-            shipper.shipper.savePositions();
-            for (Generation g : generations) g.savedUpTo = g.shippedUpTo;
-            trace.add("save");
-        }
-
-        private void restart() throws Exception {
-            poll(); // a clean stop drains first
-            save();
-            reopenShipper();
-            trace.add("restart");
-        }
-
-        /** SIGKILL: no drain, no save. Whatever was shipped since the last save may come again. */
-        private void kill() throws Exception {
-            for (Generation g : generations) {
-                for (int i = g.savedUpTo; i < g.shippedUpTo; i++) g.extraCopies.set(i, g.extraCopies.get(i) + 1);
-                // Unsaved and already shipped: the restart reads them again.
-                g.shippedUpTo = g.savedUpTo;
+            /** Lines not yet polled in a generation that goes out of reach may never be shipped. */
+            private void outOfReach(Generation g) {
+                g.reachable = false;
+                for (int i = 0; i < g.fates.size(); i++) if (g.fates.get(i) == Fate.PENDING) g.fates.set(i, Fate.MAY);
             }
-            reopenShipper();
-            trace.add("kill");
-        }
 
-        private void reopenShipper() throws Exception {
-            // The new process finds files by their matching names only; renamed-away and deleted
-            // files were held by the old one, and whatever it had not read of them is out of reach.
-            for (Generation g : generations) {
-                boolean findable = g.path != null && live.containsValue(g);
-                if (!findable && !g.archived) outOfReach(g);
-                if (!findable && g.archived) {
-                    for (int i = 0; i < g.fates.size(); i++) if (g.fates.get(i) == Fate.MAY) g.fates.set(i, Fate.PENDING);
-                }
-            }
-            shipper = newShipper(logs.getParent());
-            // Its startup scan opened every file under a matching name: it holds them from now on.
-            for (Generation g : live.values()) g.seen = true;
-        }
-
-        void check() {
-            Map<Integer, List<Integer>> byGeneration = new HashMap<>();
-            for (String line : shipped) {
-                java.util.regex.Matcher m = Pattern.compile("g(\\d+) (\\d+) x*").matcher(line);
-                assertTrue(m.matches(), () -> "a torn or foreign line: '" + line + "'" + traceTail());
-                byGeneration.computeIfAbsent(Integer.parseInt(m.group(1)), k -> new ArrayList<>())
-                        .add(Integer.parseInt(m.group(2)));
-            }
-            for (Generation g : generations) {
-                List<Integer> got = byGeneration.getOrDefault(g.id, List.of());
-                Map<Integer, Integer> counts = new HashMap<>();
-                for (int n : got) counts.merge(n, 1, Integer::sum);
-                for (int n = 0; n < g.fates.size(); n++) {
-                    int times = counts.getOrDefault(n, 0);
-                    int max = 1 + g.extraCopies.get(n);
-                    int line = n;
-                    if (g.fates.get(n) == Fate.MUST) {
-                        assertTrue(times >= 1, () -> "g" + g.id + " line " + line + " was never shipped" + traceTail());
+            private void rotate(String name) throws IOException {
+                Generation g = live.remove(name);
+                if (g == null) return;
+                finishPartial(g);
+                Path rotated = logs.resolve(name + ".1");
+                for (Generation old : generations) {
+                    if (rotated.equals(old.path)) {
+                        old.path = null; // replaced: deleted, but the shipper may hold it open
                     }
-                    assertTrue(times <= max, () -> "g" + g.id + " line " + line + " shipped " + times + " times" + traceTail());
                 }
-                // Within one generation, first shipments come in order.
-                List<Integer> firsts = got.stream().distinct().toList();
-                for (int i = 1; i < firsts.size(); i++) {
-                    int at = i;
-                    if (firsts.get(i) < firsts.get(i - 1) && g.extraCopies.get(firsts.get(i)) == 0) {
-                        fail("g" + g.id + " out of order at " + firsts.get(at) + traceTail());
+                Files.move(g.path, rotated, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                g.path = rotated;
+                // The shipper keeps reading a renamed file only if it already holds it.
+                if (!g.seen) outOfReach(g);
+                create(name);
+                trace.add("rotate g" + g.id);
+            }
+
+            private void copytruncate(String name) throws IOException {
+                Generation g = live.get(name);
+                if (g == null) return;
+                finishPartial(g);
+                Files.copy(g.path, logs.resolve(name + ".copy"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                try (var channel = java.nio.channels.FileChannel.open(g.path, StandardOpenOption.WRITE)) {
+                    channel.truncate(0);
+                }
+                outOfReach(g);
+                Generation next = new Generation(generations.size(), g.path);
+                next.seen = g.seen;
+                generations.add(next);
+                live.put(name, next);
+                trace.add("copytruncate g" + g.id + " -> g" + next.id);
+            }
+
+            private void delete(String name) throws IOException {
+                Generation g = live.remove(name);
+                if (g == null) return;
+                finishPartial(g);
+                Files.delete(g.path);
+                g.path = null;
+                if (!g.seen) outOfReach(g);
+                trace.add("delete g" + g.id);
+            }
+
+            /** logrotate's compress: the rotated file becomes a.log.1.gz, which the pattern matches. */
+            private void compressRotated(String name) throws IOException {
+                Path rotated = logs.resolve(name + ".1");
+                Generation g = generations.stream().filter(x -> rotated.equals(x.path)).findFirst().orElse(null);
+                if (g == null || g.partial != null) return;
+                Path archive = logs.resolve(name + ".1.gz");
+                Files.deleteIfExists(archive);
+                gzip(archive, Files.readString(rotated));
+                Files.delete(rotated);
+                g.path = null;
+                g.archived = true;
+                // Through the archive every line of it is reachable again.
+                g.reachable = true;
+                for (int i = 0; i < g.fates.size(); i++) if (g.fates.get(i) == Fate.MAY) g.fates.set(i, Fate.PENDING);
+                for (Generation other : generations) {
+                    if (other != g && archive.equals(other.archive)) {
+                        // Its archive was just replaced: what the shipper had not read of it is gone.
+                        other.archived = false;
+                        other.archive = null;
+                        outOfReach(other);
+                    }
+                }
+                g.archive = archive;
+                trace.add("compress g" + g.id + (System.getProperty("logship.seed") != null ? " positions=" + readQuietly(logs.getParent().resolve("positions")).replace('\n', '|') + " ino=" + Files.getAttribute(archive, "unix:ino") : ""));
+            }
+
+            private void save() {
+                shipper.shipper.savePositions();
+                for (Generation g : generations) g.savedUpTo = g.shippedUpTo;
+                trace.add("save");
+            }
+
+            private void restart() throws Exception {
+                poll(); // a clean stop drains first
+                save();
+                reopenShipper();
+                trace.add("restart");
+            }
+
+            /** SIGKILL: no drain, no save. Whatever was shipped since the last save may come again. */
+            private void kill() throws Exception {
+                for (Generation g : generations) {
+                    for (int i = g.savedUpTo; i < g.shippedUpTo; i++) g.extraCopies.set(i, g.extraCopies.get(i) + 1);
+                    // Unsaved and already shipped: the restart reads them again.
+                    g.shippedUpTo = g.savedUpTo;
+                }
+                reopenShipper();
+                trace.add("kill");
+            }
+
+            private void reopenShipper() throws Exception {
+                // The new process finds files by their matching names only; renamed-away and deleted
+                // files were held by the old one, and whatever it had not read of them is out of reach.
+                for (Generation g : generations) {
+                    boolean findable = g.path != null && live.containsValue(g);
+                    if (!findable && !g.archived) outOfReach(g);
+                    if (!findable && g.archived) {
+                        for (int i = 0; i < g.fates.size(); i++) if (g.fates.get(i) == Fate.MAY) g.fates.set(i, Fate.PENDING);
+                    }
+                }
+                shipper = newShipper(logs.getParent());
+                // Its startup scan opened every file under a matching name: it holds them from now on.
+                for (Generation g : live.values()) g.seen = true;
+            }
+
+            void check() {
+                Map<Integer, List<Integer>> byGeneration = new HashMap<>();
+                for (String line : shipped) {
+                    java.util.regex.Matcher m = Pattern.compile("g(\\d+) (\\d+) x*").matcher(line);
+                    assertTrue(m.matches(), () -> "a torn or foreign line: '" + line + "'" + traceTail());
+                    byGeneration.computeIfAbsent(Integer.parseInt(m.group(1)), k -> new ArrayList<>())
+                            .add(Integer.parseInt(m.group(2)));
+                }
+                for (Generation g : generations) {
+                    List<Integer> got = byGeneration.getOrDefault(g.id, List.of());
+                    Map<Integer, Integer> counts = new HashMap<>();
+                    for (int n : got) counts.merge(n, 1, Integer::sum);
+                    for (int n = 0; n < g.fates.size(); n++) {
+                        int times = counts.getOrDefault(n, 0);
+                        int max = 1 + g.extraCopies.get(n);
+                        int line = n;
+                        if (g.fates.get(n) == Fate.MUST) {
+                            assertTrue(times >= 1, () -> "g" + g.id + " line " + line + " was never shipped" + traceTail());
+                        }
+                        assertTrue(times <= max, () -> "g" + g.id + " line " + line + " shipped " + times + " times" + traceTail());
+                    }
+                    // Within one generation, first shipments come in order.
+                    List<Integer> firsts = got.stream().distinct().toList();
+                    for (int i = 1; i < firsts.size(); i++) {
+                        int at = i;
+                        if (firsts.get(i) < firsts.get(i - 1) && g.extraCopies.get(firsts.get(i)) == 0) {
+                            fail("g" + g.id + " out of order at " + firsts.get(at) + traceTail());
+                        }
                     }
                 }
             }
-        }
 
-        private String traceTail() {
-            boolean replaying = System.getProperty("logship.seed") != null;
-            int from = replaying ? 0 : Math.max(0, trace.size() - 25);
-            return "\n  history (" + (replaying ? "all" : "last 25") + " steps): " + String.join("; ", trace.subList(from, trace.size()));
-        }
-    }
-
-    // ---------------------------------------------------------------------------------------------
-    // Contract: following files (in-process, one poll at a time)
-    // ---------------------------------------------------------------------------------------------
-
-    @Nested
-    class Following {
-        @TempDir
-        Path dir;
-
-        @Test
-        void appendedLinesAreShippedOnceAndOnlyOnce() throws Exception {
-            Path log = dir.resolve("app.log");
-            append(log, "1\n2\n");
-            InProcess shipper = new InProcess(dir).start();
-            assertEquals("1\n2\n", shipper.poll());
-            assertEquals("", shipper.poll());
-            append(log, "3\n");
-            assertEquals("3\n", shipper.poll());
-            assertEquals("", shipper.poll());
-            assertEquals("1\n2\n3\n", shipper.all());
-        }
-
-        @Test
-        void aPartialLineIsHeldUntilItsNewlineArrives() throws Exception {
-            Path log = dir.resolve("app.log");
-            append(log, "whole\nhal");
-            InProcess shipper = new InProcess(dir).start();
-            assertEquals("whole\n", shipper.poll());
-            append(log, "f and");
-            assertEquals("", shipper.poll());
-            append(log, " done\nnext");
-            assertEquals("half and done\n", shipper.poll());
-        }
-
-        @Test
-        void newFilesAreReadFromTheirStart() throws Exception {
-            InProcess shipper = new InProcess(dir, "--start-at", "tail").start();
-            assertEquals("", shipper.poll());
-            append(dir.resolve("new.log"), "first\nsecond\n");
-            assertEquals("first\nsecond\n", shipper.poll());
-        }
-
-        @Test
-        void startAtTailSkipsWhatExistedAtStartup() throws Exception {
-            Path log = dir.resolve("old.log");
-            append(log, "old 1\nold 2\nunfinished ");
-            InProcess shipper = new InProcess(dir, "--start-at", "tail").start();
-            assertEquals("", shipper.poll());
-            append(log, "line\nnew\n");
-            assertEquals("unfinished line\nnew\n", shipper.poll());
-        }
-
-        @Test
-        void filesNotMatchingThePatternAreIgnored() throws Exception {
-            append(dir.resolve("app.log.1"), "rotated\n");
-            append(dir.resolve("notes.txt"), "notes\n");
-            append(dir.resolve("app.log"), "yes\n");
-            InProcess shipper = new InProcess(dir).start();
-            assertEquals("yes\n", shipper.poll());
-        }
-
-        @Test
-        void repeatedScansNeverShipALineTwice() throws Exception {
-            for (int f = 0; f < 5; f++) append(dir.resolve("f" + f + ".log"), numbered("f" + f + "-", 0, 50));
-            InProcess shipper = new InProcess(dir).start();
-            shipper.poll();
-            for (int i = 0; i < 10; i++) assertEquals("", shipper.poll());
-            assertEquals(250, shipper.all().lines().count());
-        }
-
-        @Test
-        void jsonFormatNamesTheFileAndEscapesEveryLine() throws Exception {
-            append(dir.resolve("access.log"), "GET / 200\n");
-            append(dir.resolve("error.log"), new byte[] {'q', '"', '\\', '\t', 1, (byte) 0xff, 'x', '\r', '\n'});
-            InProcess shipper = new InProcess(dir, "--format", "json").start();
-            List<String> out = shipper.poll().lines().sorted().toList();
-            assertEquals(List.of("{\"file\":\"access.log\",\"line\":\"GET / 200\"}",
-                    "{\"file\":\"error.log\",\"line\":\"q\\\"\\\\\\t\\u0001\ufffdx\\r\"}"), out);
-        }
-
-        @Test
-        void bytesPassThroughUntouched() throws Exception {
-            byte[] raw = {'a', '\r', 0, (byte) 0xff, (byte) 0xfe, 'z', '\t', '\n', (byte) 0xc3, (byte) 0x28, '\n'};
-            append(dir.resolve("bin.log"), raw);
-            InProcess shipper = new InProcess(dir).start();
-            shipper.poll();
-            assertTrue(Arrays.equals(raw, shipper.stdout.toByteArray()));
+            private String traceTail() {
+                boolean replaying = System.getProperty("logship.seed") != null;
+                int from = replaying ? 0 : Math.max(0, trace.size() - 25);
+                return "\n  history (" + (replaying ? "all" : "last 25") + " steps): " + String.join("; ", trace.subList(from, trace.size()));
+            }
         }
     }
 
