@@ -3,6 +3,7 @@
 //DEPS info.picocli:picocli:4.7.7
 
 import java.io.BufferedOutputStream;
+import java.io.Closeable;
 import java.io.EOFException;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
@@ -17,6 +18,8 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.ClosedWatchServiceException;
 import java.nio.file.DirectoryStream;
+import java.nio.file.FileAlreadyExistsException;
+import java.nio.file.FileSystemException;
 import java.nio.file.FileSystems;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
@@ -33,18 +36,23 @@ import java.time.Duration;
 import java.time.format.DateTimeParseException;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collection;
 import java.util.Comparator;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Queue;
 import java.util.Set;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -52,6 +60,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
+import java.util.stream.Collectors;
 import java.util.zip.CRC32C;
 import java.util.zip.GZIPInputStream;
 import java.util.zip.ZipException;
@@ -66,8 +75,24 @@ import picocli.CommandLine.Option;
  * LogShip: a log-shipping sidecar. It watches one directory and writes every line of every matching
  * file to stdout exactly once, in order per file, following appends, rotation and truncation.
  *
- * <p>The file reads top to bottom in the order data flows: configuration, discovery, identity,
- * reading, positions, output, lifecycle.
+ * <p>Reading map. The file reads top to bottom in the order data flows:
+ * <pre>
+ *   Configuration  the options (each names its env var), Settings, one parser per kind of value
+ *   Wiring         main() and call(): build the parts, run the loop, return the exit code
+ *   The loop       Shipper: its follow() is the table of contents of the periodic jobs
+ *                  (rescan, poll, close quiet rotated files, forget, save); Ticker says when each is due
+ *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
+ *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself
+ *   Identity       FileKey (device+inode), Fingerprint (first KiB), Marker (bytes before the offset)
+ *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
+ *   Output         Sink: stdout; an offset moves only after stdout accepted the bytes before it
+ *   Positions      the positions file: versioned rows, written by temp file, fsync, rename
+ *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
+ *   Shutdown       SIGTERM/SIGINT, the shutdown hook, the bounded drain
+ *   Diagnostics    Log: stderr only, one line each
+ * </pre>
+ * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Descriptors
+ * (the open-file budget for thousands of files) and inode reuse (Positions.retire).
  */
 @Command(name = "logship", mixinStandardHelpOptions = true, versionProvider = LogShip.Version.class,
         sortOptions = false, usageHelpAutoWidth = true,
@@ -84,9 +109,20 @@ public class LogShip implements Callable<Integer> {
 
     static final String VERSION = "0.1.0";
 
-    // ---------------------------------------------------------------------------------------------
-    // 1. Configuration. The env var of each option is its descriptionKey: EnvDefaults reads it.
-    // ---------------------------------------------------------------------------------------------
+    // =============================================================================================
+    // Configuration. Each option's env var is its descriptionKey (EnvDefaults reads it), and each
+    // default is a constant that both the option and its help text use: written once.
+    // =============================================================================================
+
+    static final String DEFAULT_PATTERN = ".+\\.log";
+    static final String DEFAULT_INTERVAL = "10";
+    static final String DEFAULT_START_AT = "head";
+    static final String DEFAULT_MAX_LINE_BYTES = "1048576";
+    static final String DEFAULT_DRAIN_TIMEOUT = "5s";
+    static final String DEFAULT_ROTATE_WAIT = "5s";
+    static final String DEFAULT_FORGET_AFTER = "7d";
+    static final String DEFAULT_FORMAT = "raw";
+    static final String DEFAULT_LOG_LEVEL = "info";
 
     @Option(names = {"-d", "--directory"}, descriptionKey = "LOG_DIRECTORY", paramLabel = "DIR",
             description = "Directory to watch (not recursive); created with its parents if missing."
@@ -94,35 +130,35 @@ public class LogShip implements Callable<Integer> {
     String directory;
 
     @Option(names = {"-p", "--pattern"}, descriptionKey = "LOG_FILE_PATTERN", paramLabel = "REGEX",
-            defaultValue = ".+\\.log",
+            defaultValue = DEFAULT_PATTERN,
             description = "Java regex that must match the whole file name (so .+\\.log never matches"
-                    + " app.log.1).%n  Env: LOG_FILE_PATTERN   Default: .+\\.log")
+                    + " app.log.1).%n  Env: LOG_FILE_PATTERN   Default: " + DEFAULT_PATTERN)
     String pattern;
 
     @Option(names = {"-i", "--interval"}, descriptionKey = "LOG_SCAN_INTERVAL", paramLabel = "DURATION",
-            defaultValue = "10",
+            defaultValue = DEFAULT_INTERVAL,
             description = "How often the directory is rescanned and every file polled; the safety net"
                     + " under change notifications. 10, 0.5, 500ms, 10s, 2m or PT10S (bare numbers are"
-                    + " seconds).%n  Env: LOG_SCAN_INTERVAL   Default: 10")
+                    + " seconds).%n  Env: LOG_SCAN_INTERVAL   Default: " + DEFAULT_INTERVAL)
     String interval;
 
     @Option(names = "--start-at", descriptionKey = "LOG_START_AT", paramLabel = "head|tail",
-            defaultValue = "head",
+            defaultValue = DEFAULT_START_AT,
             description = "Where to start in files that already exist at startup and have no saved"
                     + " position. Files found later are always read from their start.%n"
-                    + "  Env: LOG_START_AT   Default: head")
+                    + "  Env: LOG_START_AT   Default: " + DEFAULT_START_AT)
     String startAt;
 
     @Option(names = "--max-line-bytes", descriptionKey = "LOG_MAX_LINE_BYTES", paramLabel = "BYTES",
-            defaultValue = "1048576",
+            defaultValue = DEFAULT_MAX_LINE_BYTES,
             description = "Longer lines are cut at this length and the rest of the line is dropped,"
-                    + " with a warning.%n  Env: LOG_MAX_LINE_BYTES   Default: 1048576")
+                    + " with a warning.%n  Env: LOG_MAX_LINE_BYTES   Default: " + DEFAULT_MAX_LINE_BYTES)
     String maxLineBytes;
 
     @Option(names = "--drain-timeout", descriptionKey = "LOG_DRAIN_TIMEOUT", paramLabel = "DURATION",
-            defaultValue = "5s",
+            defaultValue = DEFAULT_DRAIN_TIMEOUT,
             description = "Upper bound on shipping what is left after SIGTERM/SIGINT.%n"
-                    + "  Env: LOG_DRAIN_TIMEOUT   Default: 5s")
+                    + "  Env: LOG_DRAIN_TIMEOUT   Default: " + DEFAULT_DRAIN_TIMEOUT)
     String drainTimeout;
 
     @Option(names = "--state", descriptionKey = "LOG_STATE_FILE", paramLabel = "FILE",
@@ -131,21 +167,21 @@ public class LogShip implements Callable<Integer> {
     String stateFile;
 
     @Option(names = "--rotate-wait", descriptionKey = "LOG_ROTATE_WAIT", paramLabel = "DURATION",
-            defaultValue = "5s",
+            defaultValue = DEFAULT_ROTATE_WAIT,
             description = "A file renamed away or deleted is read to its end and closed once it has"
-                    + " not grown for this long.%n  Env: LOG_ROTATE_WAIT   Default: 5s")
+                    + " not grown for this long.%n  Env: LOG_ROTATE_WAIT   Default: " + DEFAULT_ROTATE_WAIT)
     String rotateWait;
 
     @Option(names = "--forget-after", descriptionKey = "LOG_FORGET_AFTER", paramLabel = "DURATION",
-            defaultValue = "7d",
+            defaultValue = DEFAULT_FORGET_AFTER,
             description = "Positions of files gone for this long are forgotten.%n"
-                    + "  Env: LOG_FORGET_AFTER   Default: 7d")
+                    + "  Env: LOG_FORGET_AFTER   Default: " + DEFAULT_FORGET_AFTER)
     String forgetAfter;
 
-    @Option(names = "--format", descriptionKey = "LOG_FORMAT", paramLabel = "raw|json", defaultValue = "raw",
+    @Option(names = "--format", descriptionKey = "LOG_FORMAT", paramLabel = "raw|json", defaultValue = DEFAULT_FORMAT,
             description = "raw: each line exactly as the file holds it. json: one object per line,"
                     + " {\"file\":\"access.log\",\"line\":\"...\"}, so lines from several files can be told"
-                    + " apart (invalid UTF-8 becomes U+FFFD).%n  Env: LOG_FORMAT   Default: raw")
+                    + " apart (invalid UTF-8 becomes U+FFFD).%n  Env: LOG_FORMAT   Default: " + DEFAULT_FORMAT)
     String format;
 
     @Option(names = "--once",
@@ -153,9 +189,9 @@ public class LogShip implements Callable<Integer> {
                     + " newline is shipped as a line.")
     boolean once;
 
-    @Option(names = "--log-level", descriptionKey = "LOG_LEVEL", paramLabel = "LEVEL", defaultValue = "info",
+    @Option(names = "--log-level", descriptionKey = "LOG_LEVEL", paramLabel = "LEVEL", defaultValue = DEFAULT_LOG_LEVEL,
             description = "Diagnostics on stderr: debug, info, warn or error.%n"
-                    + "  Env: LOG_LEVEL   Default: info")
+                    + "  Env: LOG_LEVEL   Default: " + DEFAULT_LOG_LEVEL)
     String logLevel;
 
     @Option(names = {"-v", "--verbose"}, description = "Same as --log-level debug.")
@@ -179,23 +215,27 @@ public class LogShip implements Callable<Integer> {
     }
 
     Settings settings() throws ConfigError {
-        Level level = verbose ? Level.DEBUG : quiet ? Level.WARN : parseLevel(logLevel);
+        Level level = verbose ? Level.DEBUG : quiet ? Level.WARN
+                : oneOf(Level.class, "LOG_LEVEL (--log-level)", logLevel);
         return new Settings(logDirectory(directory), filePattern(pattern),
-                positive("LOG_SCAN_INTERVAL (--interval)", interval),
-                parseStartAt(startAt), lineLimit(maxLineBytes),
-                positive("LOG_DRAIN_TIMEOUT (--drain-timeout)", drainTimeout),
+                positiveDuration("LOG_SCAN_INTERVAL (--interval)", interval),
+                oneOf(StartAt.class, "LOG_START_AT (--start-at)", startAt), lineLimit(maxLineBytes),
+                positiveDuration("LOG_DRAIN_TIMEOUT (--drain-timeout)", drainTimeout),
                 stateFilePath(stateFile),
-                positive("LOG_ROTATE_WAIT (--rotate-wait)", rotateWait),
-                positive("LOG_FORGET_AFTER (--forget-after)", forgetAfter),
-                parseFormat(format), once, level);
+                positiveDuration("LOG_ROTATE_WAIT (--rotate-wait)", rotateWait),
+                positiveDuration("LOG_FORGET_AFTER (--forget-after)", forgetAfter),
+                oneOf(Format.class, "LOG_FORMAT (--format)", format), once, level);
     }
 
-    static Format parseFormat(String value) throws ConfigError {
-        try {
-            return Format.valueOf(value.trim().toUpperCase(Locale.ROOT));
-        } catch (IllegalArgumentException e) {
-            throw new ConfigError("LOG_FORMAT (--format) must be raw or json, not '" + value + "'.");
+    /** The one parser for every choice setting: its constants, lower case, are the accepted words. */
+    static <E extends Enum<E>> E oneOf(Class<E> choices, String setting, String value) throws ConfigError {
+        for (E choice : choices.getEnumConstants()) {
+            if (choice.name().equals(value.trim().toUpperCase(Locale.ROOT))) return choice;
         }
+        List<String> words = Arrays.stream(choices.getEnumConstants())
+                .map(c -> c.name().toLowerCase(Locale.ROOT)).toList();
+        String listed = String.join(", ", words.subList(0, words.size() - 1)) + " or " + words.get(words.size() - 1);
+        throw new ConfigError(setting + " must be " + listed + ", not '" + value + "'.");
     }
 
     static Path logDirectory(String value) throws ConfigError {
@@ -248,7 +288,7 @@ public class LogShip implements Callable<Integer> {
         return Duration.ofNanos(nanos.min(BigDecimal.valueOf(Long.MAX_VALUE)).longValue());
     }
 
-    static Duration positive(String setting, String value) throws ConfigError {
+    static Duration positiveDuration(String setting, String value) throws ConfigError {
         Duration d;
         try {
             d = parseDuration(value);
@@ -260,14 +300,6 @@ public class LogShip implements Callable<Integer> {
                     + " or PT10S, not '" + value + "'.");
         }
         return d;
-    }
-
-    static StartAt parseStartAt(String value) throws ConfigError {
-        try {
-            return StartAt.valueOf(value.trim().toUpperCase(Locale.ROOT));
-        } catch (IllegalArgumentException e) {
-            throw new ConfigError("LOG_START_AT (--start-at) must be head or tail, not '" + value + "'.");
-        }
     }
 
     /** Bounded so that the one line buffer the reader owns stays a sane size. */
@@ -282,14 +314,6 @@ public class LogShip implements Callable<Integer> {
         }
         throw new ConfigError("LOG_MAX_LINE_BYTES (--max-line-bytes) must be a whole number of bytes from 1 to "
                 + LARGEST_LINE_LIMIT + ", not '" + value + "'.");
-    }
-
-    static Level parseLevel(String value) throws ConfigError {
-        try {
-            return Level.valueOf(value.trim().toUpperCase(Locale.ROOT));
-        } catch (IllegalArgumentException e) {
-            throw new ConfigError("LOG_LEVEL (--log-level) must be debug, info, warn or error, not '" + value + "'.");
-        }
     }
 
     static Path stateFilePath(String value) throws ConfigError {
@@ -311,13 +335,6 @@ public class LogShip implements Callable<Integer> {
         return file;
     }
 
-    static String reason(Exception e) {
-        if (e instanceof AccessDeniedException) return "permission denied";
-        if (e instanceof java.nio.file.FileSystemException fse && fse.getReason() != null) return fse.getReason();
-        if (e instanceof java.nio.file.FileAlreadyExistsException) return "a file is in the way";
-        return e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
-    }
-
     /** Fills every option that was not given on the command line from its environment variable. */
     record EnvDefaults(Map<String, String> env) implements CommandLine.IDefaultValueProvider {
         @Override
@@ -337,6 +354,14 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
+    // =============================================================================================
+    // Wiring: build the parts once, hand each what it shares with the others, run the loop.
+    // =============================================================================================
+
+    public static void main(String[] args) {
+        System.exit(commandLine(new LogShip(), System.getenv()).execute(args));
+    }
+
     static CommandLine commandLine(LogShip app, Map<String, String> env) {
         CommandLine cli = new CommandLine(app).setDefaultValueProvider(new EnvDefaults(env));
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
@@ -344,10 +369,6 @@ public class LogShip implements Callable<Integer> {
             return 1;
         });
         return cli;
-    }
-
-    public static void main(String[] args) {
-        System.exit(commandLine(new LogShip(), System.getenv()).execute(args));
     }
 
     @Override
@@ -360,9 +381,11 @@ public class LogShip implements Callable<Integer> {
             return 2;
         }
         Log.level = settings.level();
+        // The loop sleeps on the wakeup; the watcher and the signal handlers both ring it.
+        Wakeup wakeup = new Wakeup();
+        Shutdown shutdown = new Shutdown(settings.drainTimeout(), wakeup);
         Sink sink = new Sink(new FileOutputStream(FileDescriptor.out), settings.format());
-        Shutdown shutdown = new Shutdown(settings.drainTimeout());
-        Shipper shipper = new Shipper(settings, sink, shutdown, Positions.open(settings.stateFile()));
+        Shipper shipper = new Shipper(settings, sink, shutdown, wakeup, Positions.open(settings.stateFile()));
         if (!settings.once()) shutdown.install();
         try {
             return shipper.run();
@@ -371,48 +394,326 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
-    // ---------------------------------------------------------------------------------------------
-    // Diagnostics: stderr only, one line each.
-    // ---------------------------------------------------------------------------------------------
+    // =============================================================================================
+    // The loop. The Shipper decides which file reads next and when each periodic job runs; the
+    // files themselves (Tail) do the reading. It is the only owner of tails, so no locks.
+    // =============================================================================================
 
-    enum Level { DEBUG, INFO, WARN, ERROR }
+    static final class Shipper {
+        /** How many bytes a file may read before the others get a turn. */
+        static final long TURN_BYTES = 1024 * 1024;
+        static final long NO_DEADLINE = Long.MAX_VALUE;
 
-    static final class Log {
-        static volatile Level level = Level.INFO;
-        private static final Set<String> warnedOnce = ConcurrentHashMap.newKeySet();
+        private final Settings settings;
+        private final Shutdown shutdown;
+        private final Wakeup wakeup;
+        private final Positions positions;
+        private final Scanner scanner;
+        private final Tail.Shared shared;
+        private final Archives archives;
+        private final Ticker ticker;
+        private final Map<FileKey, Tail> tails = new LinkedHashMap<>();
+        private boolean positionsDirty;
 
-        static void debug(String msg) { emit(Level.DEBUG, msg); }
-        static void info(String msg) { emit(Level.INFO, msg); }
-        static void warn(String msg) { emit(Level.WARN, msg); }
-        static void error(String msg) { emit(Level.ERROR, msg); }
-
-        /** Warns the first time a key is seen, then only at debug, so a bad file cannot flood stderr. */
-        static void warnOnce(String key, String msg) {
-            if (warnedOnce.add(key)) warn(msg); else debug(msg);
+        Shipper(Settings settings, Sink sink, Shutdown shutdown, Wakeup wakeup, Positions positions)
+                throws IOException {
+            this.settings = settings;
+            this.shutdown = shutdown;
+            this.wakeup = wakeup;
+            this.positions = positions;
+            this.scanner = new Scanner(settings.directory(), settings.pattern());
+            this.shared = new Tail.Shared(new LineReader(settings.maxLineBytes()), sink,
+                    Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes());
+            this.archives = new Archives(positions, shared);
+            this.ticker = new Ticker(settings.interval());
         }
 
-        static void forget(String key) { warnedOnce.remove(key); }
-
-        private static void emit(Level at, String msg) {
-            if (at.compareTo(level) >= 0) {
-                System.err.println("logship: " + at.name().toLowerCase(Locale.ROOT) + ": " + msg);
+        int run() {
+            Log.info("logship " + VERSION + " shipping files in " + settings.directory() + " whose names match '"
+                    + settings.pattern() + "'" + (settings.once() ? " once" : ", rescanning every "
+                    + formatDuration(settings.interval())));
+            if (!positions.persistent()) {
+                Log.info("positions are kept in memory only: set LOG_STATE_FILE to resume after a restart");
             }
+            try {
+                if (settings.once()) {
+                    discoverAtStartup();
+                    readUntilCaughtUp(tails.values(), NO_DEADLINE, true);
+                    savePositions();
+                    return 0;
+                }
+                // Watch first, then scan: a file created in between is then seen by one or the other.
+                try (Watcher watcher = startWatcher()) {
+                    discoverAtStartup();
+                    Log.info("ready: following " + tails.size() + " file(s)");
+                    follow(watcher);
+                }
+                return drain();
+            } catch (StdoutFailed e) {
+                Log.error("cannot write to stdout (" + e.getCause().getMessage() + "); stopping");
+                return 1;
+            } catch (IOException e) {
+                Log.error("stopping: " + e.getMessage());
+                return 1;
+            } finally {
+                tails.values().forEach(Tail::close);
+            }
+        }
+
+        /**
+         * The table of contents: sleep until the watcher, a signal or the ticker wakes us, then run
+         * what is due. Each tick runs the always-correct jobs; between ticks only what the watcher
+         * saw changing is read.
+         */
+        private void follow(Watcher watcher) throws IOException {
+            ticker.start();
+            readUntilCaughtUp(tails.values(), NO_DEADLINE, false);
+            while (!shutdown.requested()) {
+                try {
+                    wakeup.await(ticker.nanosUntilNextJob(positionsDirty));
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+                if (shutdown.requested()) return;
+                if (ticker.tickDue()) {
+                    tick();
+                } else {
+                    readUntilCaughtUp(changedTails(watcher), NO_DEADLINE, false);
+                    closeQuietRotatedFiles();
+                }
+                if (ticker.saveDue(positionsDirty)) savePositions();
+            }
+        }
+
+        /** One tick: the periodic jobs, by name, in the order they must run. */
+        void tick() throws IOException {
+            rescan(false);
+            readUntilCaughtUp(new ArrayList<>(tails.values()), NO_DEADLINE, false);
+            closeQuietRotatedFiles();
+            forgetOldPositions();
+        }
+
+        void discoverAtStartup() { rescan(true); }
+
+        int tailCount() { return tails.size(); }
+
+        private Watcher startWatcher() {
+            try {
+                return new Watcher(scanner, wakeup);
+            } catch (IOException | UnsupportedOperationException e) {
+                Log.warn("no change notification (" + e.getMessage() + "); polling every "
+                        + formatDuration(settings.interval()));
+                return null;
+            }
+        }
+
+        /**
+         * Brings the tails in line with what the directory holds: new files get a tail, renamed ones
+         * keep theirs under the new name, and a tail whose name no longer leads to it keeps reading
+         * its open handle, because the writer may still be appending to the renamed file.
+         */
+        private void rescan(boolean startup) {
+            List<ScannedFile> scanned = scanner.scan();
+            if (scanned == null) return;
+            Set<FileKey> present = new HashSet<>();
+            for (ScannedFile file : scanned) {
+                present.add(file.key());
+                Tail tail = tails.get(file.key());
+                if (tail != null && tail.compressed && !tail.sameArchive(file)) {
+                    // Archives do not grow: another archive got this inode (replaced by logrotate).
+                    tail.close();
+                    tails.remove(tail.key);
+                    tail = null;
+                }
+                if (tail != null) {
+                    tail.foundAt(file.path());
+                } else {
+                    startTail(file, null, startup);
+                }
+            }
+            for (Iterator<Tail> it = tails.values().iterator(); it.hasNext(); ) {
+                Tail tail = it.next();
+                if (present.contains(tail.key) || tail.renamedAwayOrDeleted()) continue;
+                tail.lostItsName();
+                if (tail.compressed) {
+                    tail.close();
+                    it.remove();
+                } else if (!tail.stillReadable()) {
+                    keepPosition(tail);
+                    it.remove();
+                }
+            }
+            archives.forgetAllBut(present);
+        }
+
+        /** A new file gets a tail that starts where its saved position (or --start-at) says. */
+        private void startTail(ScannedFile file, FileChannel pinned, boolean startup) {
+            Tail tail = file.isArchive() ? archives.start(file, tails.values())
+                    : Tail.start(file, pinned, startup && settings.startAt() == StartAt.TAIL, shared);
+            if (tail != null) tails.put(tail.key, tail);
+        }
+
+        /** The tails a watcher batch concerns, rescanning first when names came or went. */
+        private Collection<Tail> changedTails(Watcher watcher) {
+            if (watcher == null) return List.of();
+            Set<FileKey> known = new HashSet<>(tails.keySet());
+            for (Watcher.Pinned p : watcher.takePinned()) {
+                if (tails.containsKey(p.file().key())) {
+                    Descriptors.closeQuietly(p.channel());
+                } else {
+                    startTail(p.file(), p.channel(), false);
+                }
+            }
+            Set<String> names = watcher.takeChanged();
+            boolean rescan = watcher.takeNeedsRescan();
+            Set<String> tailNames = tails.values().stream().map(Tail::name).collect(Collectors.toSet());
+            for (String name : names) {
+                if (!tailNames.contains(name) && scanner.matches(name)) rescan = true;
+            }
+            if (rescan) rescan(false);
+            Set<Tail> due = new LinkedHashSet<>();
+            for (Tail t : tails.values()) {
+                // Renamed-away files change under names we cannot map back, so they are always due;
+                // files just found are due too, as an overflow may have dropped their own events.
+                if (t.renamedAwayOrDeleted() || names.contains(t.name()) || !known.contains(t.key)
+                        || (rescan && t.compressed)) {
+                    due.add(t);
+                }
+            }
+            return due;
+        }
+
+        /**
+         * Reads the given tails round-robin, each for at most one turn at a time, until none has more
+         * or the deadline passes: one busy file cannot starve the others.
+         */
+        boolean readUntilCaughtUp(Collection<Tail> due, long deadlineNanos, boolean shipTrailingPartials)
+                throws IOException {
+            ArrayDeque<Tail> queue = new ArrayDeque<>(due);
+            while (!queue.isEmpty()) {
+                if (deadlineNanos != NO_DEADLINE && System.nanoTime() - deadlineNanos >= 0) return false;
+                if (shutdown.cutShort()) return false;
+                Tail tail = queue.poll();
+                if (!tails.containsKey(tail.key)) continue;
+                boolean moreToRead = tail.readTurn(shipTrailingPartials);
+                if (tail.takeCommitted()) positionsDirty = true;
+                if (moreToRead) queue.add(tail);
+            }
+            return true;
+        }
+
+        /** Renamed-away or deleted files are closed once they have been quiet for --rotate-wait. */
+        private void closeQuietRotatedFiles() {
+            long quiet = settings.rotateWait().toNanos();
+            for (Iterator<Tail> it = tails.values().iterator(); it.hasNext(); ) {
+                Tail tail = it.next();
+                if (tail.goneAndQuietFor(quiet)) {
+                    Log.debug("done with " + tail.name() + " (renamed away or deleted, and quiet)");
+                    keepPosition(tail);
+                    tail.close();
+                    it.remove();
+                }
+            }
+        }
+
+        private void forgetOldPositions() {
+            if (positions.forgetOlderThan(forgetCutoff())) positionsDirty = true;
+        }
+
+        private long forgetCutoff() { return System.currentTimeMillis() - settings.forgetAfter().toMillis(); }
+
+        /** A finished tail's position is kept: a restart or its compressed copy may still need it. */
+        private void keepPosition(Tail tail) {
+            positions.put(tail.entry());
+            positionsDirty = true;
+        }
+
+        void savePositions() {
+            for (Tail tail : tails.values()) positions.put(tail.entry());
+            positions.forgetOlderThan(forgetCutoff());
+            try {
+                positions.save();
+                positionsDirty = false;
+            } catch (IOException e) {
+                Log.warnOnce("save", "cannot save positions: " + reason(e) + "; will retry");
+            }
+            ticker.saved();
+        }
+
+        /**
+         * After a signal: no more discovery beyond one last look, ship what the files hold now, flush,
+         * save. Bounded by --drain-timeout, and cut short by a second signal.
+         */
+        int drain() throws IOException {
+            long deadline = System.nanoTime() + settings.drainTimeout().toNanos();
+            rescan(false);
+            boolean complete = readUntilCaughtUp(new ArrayList<>(tails.values()), deadline, false);
+            savePositions();
+            if (!complete) {
+                Log.warn(shutdown.cutShort() ? "drain cut short by a second signal; unshipped lines remain in the files"
+                        : "drain timed out after " + formatDuration(settings.drainTimeout())
+                        + "; unshipped lines remain in the files");
+                return 1;
+            }
+            Log.info("drained; shipped " + shared.sink().lines + " line(s) in all");
+            return 0;
         }
     }
 
-    // ---------------------------------------------------------------------------------------------
-    // 2. Discovery: which directory entries are files we may ship?
-    // ---------------------------------------------------------------------------------------------
+    /**
+     * When the loop's periodic jobs are due: the tick (rescan and poll everything, every --interval)
+     * and the save (at most once a second, and only when an offset moved).
+     */
+    static final class Ticker {
+        static final long SAVE_EVERY_NANOS = TimeUnit.SECONDS.toNanos(1);
+        private final long intervalNanos;
+        private long nextTickNanos;
+        private long lastSaveNanos;
 
-    /** A shippable file as discovery saw it: its name now, and which file it is. */
-    record Found(Path path, FileKey key, long size) {}
+        Ticker(Duration interval) {
+            intervalNanos = interval.toNanos();
+            start();
+        }
 
-    static final class Discovery {
+        /** The first tick is an interval after following starts. */
+        void start() { nextTickNanos = System.nanoTime() + intervalNanos; }
+
+        long nanosUntilNextJob(boolean positionsDirty) {
+            long now = System.nanoTime();
+            long wait = nextTickNanos - now;
+            return positionsDirty ? Math.min(wait, lastSaveNanos + SAVE_EVERY_NANOS - now) : wait;
+        }
+
+        /** True once per interval: the caller runs the tick now, and the next one is an interval away. */
+        boolean tickDue() {
+            if (System.nanoTime() - nextTickNanos < 0) return false;
+            nextTickNanos = System.nanoTime() + intervalNanos;
+            return true;
+        }
+
+        boolean saveDue(boolean positionsDirty) {
+            return positionsDirty && System.nanoTime() - lastSaveNanos >= SAVE_EVERY_NANOS;
+        }
+
+        void saved() { lastSaveNanos = System.nanoTime(); }
+    }
+
+    // =============================================================================================
+    // Scanner: which directory entries are files we may ship?
+    // =============================================================================================
+
+    /** A shippable file as the scanner saw it: its name now, which file it is, and its size. */
+    record ScannedFile(Path path, FileKey key, long size) {
+        boolean isArchive() { return path.getFileName().toString().endsWith(".gz"); }
+    }
+
+    static final class Scanner {
         final Path directory;
         private final Path realDirectory;
         private final Pattern pattern;
 
-        Discovery(Path directory, Pattern pattern) throws IOException {
+        Scanner(Path directory, Pattern pattern) throws IOException {
             this.directory = directory;
             this.realDirectory = directory.toRealPath();
             this.pattern = pattern;
@@ -422,14 +723,14 @@ public class LogShip implements Callable<Integer> {
 
         Path resolve(String name) { return directory.resolve(name); }
 
-        /** Every matching, shippable entry. Entries that vanish while we look are simply not there. */
-        List<Found> scan() {
-            List<Found> found = new ArrayList<>();
+        /** Every matching, shippable entry; null if the directory cannot be listed now. */
+        List<ScannedFile> scan() {
+            List<ScannedFile> found = new ArrayList<>();
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(directory)) {
                 for (Path path : entries) {
                     if (!matches(path.getFileName().toString())) continue;
-                    Found f = inspect(path);
-                    if (f != null) found.add(f);
+                    ScannedFile file = inspect(path);
+                    if (file != null) found.add(file);
                 }
             } catch (IOException | UncheckedIOException e) {
                 Log.warnOnce("scan:" + directory, "cannot list " + directory + ": " + e.getMessage()
@@ -444,8 +745,9 @@ public class LogShip implements Callable<Integer> {
          * Decides whether one entry may be shipped. Only regular files qualify: reading a FIFO or a
          * device could block the whole shipper, and a symlink is followed only to a regular file in
          * this same directory, so a compromised app cannot make us ship a mounted secret.
+         * Entries that vanish while we look are simply not there.
          */
-        Found inspect(Path path) {
+        ScannedFile inspect(Path path) {
             String name = path.getFileName().toString();
             try {
                 BasicFileAttributes attrs = Files.readAttributes(path, BasicFileAttributes.class,
@@ -470,7 +772,7 @@ public class LogShip implements Callable<Integer> {
                             + (attrs.isDirectory() ? "a directory" : "not a regular file (FIFO, socket or device)"));
                     return null;
                 }
-                return new Found(path, FileKey.of(path), attrs.size());
+                return new ScannedFile(path, FileKey.of(path), attrs.size());
             } catch (NoSuchFileException e) {
                 return null; // vanished between listing and looking: nothing to ship
             } catch (IOException e) {
@@ -498,267 +800,493 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
-    // ---------------------------------------------------------------------------------------------
-    // 3. Identity: is this the same file as before, whatever its name?
-    // ---------------------------------------------------------------------------------------------
+    // =============================================================================================
+    // Tail: one file being shipped. It owns its reads: opening, reading a turn, committing what
+    // stdout accepted, reopening after its handle was given back, and closing.
+    // =============================================================================================
 
-    /** Device and inode: stable across renames, but reused once a file is deleted. */
-    record FileKey(long device, long inode) {
-        static FileKey of(Path path) throws IOException {
-            Map<String, Object> attrs = Files.readAttributes(path, "unix:dev,ino");
-            return new FileKey(((Number) attrs.get("dev")).longValue(), ((Number) attrs.get("ino")).longValue());
+    /** Where a tail stands in its file: everything before offset has been accepted by stdout. */
+    record Checkpoint(Fingerprint fingerprint, long offset, boolean skippingLongLine, Marker marker) {
+        static final Checkpoint START = new Checkpoint(Fingerprint.EMPTY, 0, false, Marker.NONE);
+
+        Checkpoint withFingerprint(Fingerprint now) { return new Checkpoint(now, offset, skippingLongLine, marker); }
+
+        Checkpoint withMarker(Marker now) { return new Checkpoint(fingerprint, offset, skippingLongLine, now); }
+
+        Checkpoint advancedTo(long newOffset, boolean skipping) {
+            return new Checkpoint(fingerprint, newOffset, skipping, marker);
+        }
+
+        /**
+         * With --start-at tail: the start of the last, unfinished line, or the end if all lines are
+         * whole; inside a cut line when the last one is longer than the limit.
+         */
+        static Checkpoint atLastLine(FileChannel channel, long size, int maxLineBytes) throws IOException {
+            long offset = lastLineStart(channel, size, maxLineBytes);
+            boolean insideCutLine = offset == size && size > 0 && !endsWithNewline(channel, size);
+            return START.advancedTo(offset, insideCutLine);
+        }
+
+        private static long lastLineStart(FileChannel channel, long size, int maxLineBytes) throws IOException {
+            byte[] chunk = new byte[LineReader.CHUNK];
+            long end = size;
+            long lowest = Math.max(0, size - maxLineBytes - 1L);
+            while (end > lowest) {
+                int length = (int) Math.min(chunk.length, end - lowest);
+                long from = end - length;
+                int got = readAt(channel, chunk, length, from);
+                for (int i = got - 1; i >= 0; i--) {
+                    if (chunk[i] == '\n') return from + i + 1;
+                }
+                end = from;
+            }
+            return lowest == 0 ? 0 : size;
+        }
+
+        private static boolean endsWithNewline(FileChannel channel, long size) throws IOException {
+            byte[] last = new byte[1];
+            return readAt(channel, last, 1, size - 1) == 1 && last[0] == '\n';
         }
     }
 
-    /**
-     * A checksum of a file's first bytes (up to {@link #SIZE}). It tells a reused inode from the file
-     * that had it, and recognises a rotated file after it was compressed. While a file is shorter than
-     * SIZE the fingerprint covers fewer bytes and is widened as the file grows.
-     */
-    record Fingerprint(int length, long crc) {
-        static final int SIZE = 1024;
-        static final Fingerprint EMPTY = new Fingerprint(0, 0);
-
-        static Fingerprint of(byte[] bytes, int length) {
-            CRC32C crc = new CRC32C();
-            crc.update(bytes, 0, length);
-            return new Fingerprint(length, crc.getValue());
-        }
-
-        static Fingerprint read(FileChannel channel) throws IOException {
-            byte[] head = new byte[SIZE];
-            return of(head, readAt(channel, head, SIZE, 0));
-        }
-
-        /** Does a file whose first bytes are these start like the file this fingerprint was taken of? */
-        boolean matchesStartOf(byte[] head, int available) {
-            return length <= available && of(head, length).crc == crc;
-        }
-
-        boolean matches(FileChannel channel) throws IOException {
-            if (length == 0) return true;
-            byte[] head = new byte[length];
-            return matchesStartOf(head, readAt(channel, head, length, 0));
-        }
-    }
-
-    /**
-     * A checksum of the bytes just before a file's offset (like Fluent Bit's offset_marker). If they
-     * changed, the file was truncated and rewritten past our offset while we were not looking; without
-     * this check we would resume in the middle of unrelated bytes and ship torn lines.
-     */
-    record Marker(int length, long crc) {
-        static final int SIZE = 64;
-        static final Marker NONE = new Marker(0, 0);
-
-        static Marker before(FileChannel channel, long offset) throws IOException {
-            int length = (int) Math.min(SIZE, offset);
-            if (length == 0) return NONE;
-            byte[] bytes = new byte[length];
-            int got = readAt(channel, bytes, length, offset - length);
-            return got < length ? NONE : new Marker(length, Fingerprint.of(bytes, length).crc());
-        }
-
-        boolean stillBefore(FileChannel channel, long offset) throws IOException {
-            if (length == 0 || offset < length) return true;
-            byte[] bytes = new byte[length];
-            int got = readAt(channel, bytes, length, offset - length);
-            return got == length && Fingerprint.of(bytes, length).crc == crc;
-        }
-    }
-
-    /**
-     * Opens a file by name and keeps the handle only if the name still leads to the expected file
-     * afterwards: a rotation between looking and opening would otherwise hand over the next file
-     * under that name. Null when it does not.
-     */
-    static FileChannel openIfStill(Path path, FileKey expected) throws IOException {
-        FileChannel channel = FileChannel.open(path, StandardOpenOption.READ);
-        FileKey now;
-        try {
-            now = FileKey.of(path);
-        } catch (IOException e) {
-            now = null;
-        }
-        if (expected.equals(now)) return channel;
-        channel.close();
-        return null;
-    }
-
-    static int readAt(FileChannel channel, byte[] into, int length, long position) throws IOException {
-        ByteBuffer buffer = ByteBuffer.wrap(into, 0, length);
-        while (buffer.hasRemaining()) {
-            int n = channel.read(buffer, position + buffer.position());
-            if (n < 0) break;
-        }
-        return buffer.position();
-    }
-
-    // ---------------------------------------------------------------------------------------------
-    // 4. Reading: one Tail per file, and the LineReader that turns its bytes into whole lines.
-    // ---------------------------------------------------------------------------------------------
-
-    /** Everything known about one file being shipped. Only the Shipper's loop touches it. */
     static final class Tail {
+        /** What every tail reads with; passed once, so a tail can own its reads without owning these. */
+        record Shared(LineReader reader, Sink sink, Descriptors descriptors, Scanner scanner, Positions positions,
+                      int maxLineBytes) {}
+
         final FileKey key;
         final boolean compressed;
-        Path path;
-        Fingerprint fingerprint = Fingerprint.EMPTY;
-        /** Every byte before this has been accepted by stdout. A line start unless skippingLongLine. */
-        long offset;
-        /** The offset is inside a line that was cut at --max-line-bytes; its rest is being dropped. */
-        boolean skippingLongLine;
-        Marker marker = Marker.NONE;
+        private final Shared shared;
+        private Path path;
+        private Sink.Origin origin;
+        /** Every byte before at.offset() has been accepted by stdout; a line start unless skipping. */
+        private Checkpoint at = Checkpoint.START;
         /** Null while closed to save descriptors; reopened by path when the file changes. */
-        FileChannel channel;
-        /** Compressed files only: the decompressed stream, positioned at offset. */
-        InputStream inflated;
-        /** Compressed files only: the whole archive has been shipped. */
-        boolean finished;
-        /** Compressed files only: the size and time of the .gz when it was found complete. */
-        long archiveSize;
-        long archiveModifiedMicros;
+        private FileChannel channel;
         /** When its name stopped leading to it (renamed away or deleted); 0 while it still does. */
-        long goneSinceNanos;
-        long lastGrowthNanos = System.nanoTime();
-        long cutLines;
+        private long goneSinceNanos;
+        private long lastGrowthNanos = System.nanoTime();
+        private long cutLines;
+        private boolean committed;
+        // Compressed files only: the decompressed stream positioned at the offset, whether all of it
+        // was shipped, and the archive's size and time when it was found complete.
+        private InputStream inflated;
+        private boolean finished;
+        private long archiveSize;
+        private long archiveModifiedMicros;
 
-        Tail(FileKey key, Path path, boolean compressed) {
+        private Tail(FileKey key, Path path, boolean compressed, Shared shared) {
             this.key = key;
             this.path = path;
             this.compressed = compressed;
+            this.shared = shared;
         }
 
-        /** Archives never change; one that did is another archive that got this inode. */
-        boolean sameArchive(Found found) {
-            return found.size() == archiveSize && modifiedMicros(found.path()) == archiveModifiedMicros;
+        /**
+         * A plain file's tail, starting where its saved position says if that position is still
+         * valid, at the last line's start with --start-at tail, or else at byte 0. Null if the file
+         * cannot be opened now (the next scan tries again).
+         */
+        static Tail start(ScannedFile file, FileChannel pinned, boolean startAtEnd, Shared shared) {
+            Tail tail = new Tail(file.key(), file.path(), false, shared);
+            if (pinned != null) {
+                tail.channel = pinned;
+                shared.descriptors().countPinned();
+            }
+            FileChannel channel = pinned != null ? pinned : tail.open();
+            if (channel == null) return null;
+            try {
+                tail.at = tail.startingPoint(channel, startAtEnd);
+                Log.debug("following " + tail.name() + " from byte " + tail.at.offset());
+                tail.idle(); // thousands of files at startup must not hold thousands of descriptors
+                return tail;
+            } catch (IOException e) {
+                Log.warnOnce("read:" + tail.name(), "cannot read " + tail.name() + ": " + reason(e) + "; will retry");
+                tail.close();
+                return null;
+            }
         }
 
-        boolean renamedAwayOrDeleted() { return goneSinceNanos != 0; }
+        /** A complete .gz archive's tail; Archives decides where it starts. */
+        static Tail archive(ScannedFile file, Fingerprint headOfContent, Shared shared) {
+            Tail tail = new Tail(file.key(), file.path(), true, shared);
+            tail.archiveSize = file.size();
+            tail.archiveModifiedMicros = modifiedMicros(file.path());
+            tail.at = Checkpoint.START.withFingerprint(headOfContent);
+            return tail;
+        }
+
+        private Checkpoint startingPoint(FileChannel channel, boolean startAtEnd) throws IOException {
+            Positions.Entry saved = shared.positions().get(key);
+            long size = channel.size();
+            Checkpoint from = Checkpoint.START;
+            if (saved != null && !saved.compressed() && saved.fingerprint().matches(channel)) {
+                Checkpoint was = saved.checkpoint();
+                if (size >= was.offset() && was.marker().stillBefore(channel, was.offset())) {
+                    from = was;
+                    Log.debug("resuming " + name() + " at byte " + was.offset());
+                } else {
+                    Log.warn(name() + " was truncated since its position was saved; reading it from the start");
+                }
+            } else if (saved != null) {
+                Log.debug(name() + " has the inode of " + saved.path().getFileName()
+                        + " but other first bytes: a new file, read from the start");
+                shared.positions().retire(key);
+            } else if (startAtEnd) {
+                from = Checkpoint.atLastLine(channel, size, shared.maxLineBytes());
+            }
+            return from.withFingerprint(Fingerprint.read(channel));
+        }
 
         String name() { return path.getFileName().toString(); }
 
-        void closeQuietly() {
+        boolean renamedAwayOrDeleted() { return goneSinceNanos != 0; }
+
+        /** The scanner found this file (again) under this name. */
+        void foundAt(Path now) {
+            if (!path.equals(now)) Log.debug(name() + " is now " + now.getFileName());
+            path = now;
+            goneSinceNanos = 0;
+        }
+
+        /** Its name no longer leads to it: renamed away or deleted. */
+        void lostItsName() {
+            goneSinceNanos = System.nanoTime();
+            if (!compressed) Log.debug(name() + " was renamed away or deleted; reading it to its end");
+        }
+
+        /** Can it still be read to its end: through its open handle, or under the name it has now? */
+        boolean stillReadable() { return channel != null || reopenElsewhere(); }
+
+        boolean goneAndQuietFor(long quietNanos) {
+            long now = System.nanoTime();
+            return renamedAwayOrDeleted() && now - goneSinceNanos >= quietNanos && now - lastGrowthNanos >= quietNanos;
+        }
+
+        /** Archives never change; one that did is another archive that got this inode. */
+        boolean sameArchive(ScannedFile file) {
+            return file.size() == archiveSize && modifiedMicros(file.path()) == archiveModifiedMicros;
+        }
+
+        /** What the file's first bytes are now (they may have grown or been rewritten); null if unreadable. */
+        Fingerprint fingerprintNow() {
+            if (channel == null) return at.fingerprint();
             try {
-                if (channel != null) channel.close();
-                if (inflated != null) inflated.close();
+                return Fingerprint.read(channel);
             } catch (IOException e) {
-                // closing a read-only handle: nothing we could do about it
+                return null;
             }
+        }
+
+        /** True once after each commit: the positions table is behind. */
+        boolean takeCommitted() {
+            boolean was = committed;
+            committed = false;
+            return was;
+        }
+
+        Positions.Entry entry() {
+            return new Positions.Entry(key, compressed, at, System.currentTimeMillis(), path);
+        }
+
+        /**
+         * One turn on this file: at most Shipper.TURN_BYTES, never stopping inside a line. True when
+         * the turn ran out before the file did. A file that cannot be read now is closed and retried.
+         */
+        boolean readTurn(boolean shipTrailingPartial) throws IOException {
+            try {
+                return compressed ? readArchiveTurn() : readPlainTurn(shipTrailingPartial);
+            } catch (StdoutFailed e) {
+                throw e;
+            } catch (IOException e) {
+                Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + "; will retry");
+                close();
+                return false;
+            }
+        }
+
+        private boolean readPlainTurn(boolean shipTrailingPartial) throws IOException {
+            FileChannel file = channel != null ? channel : reopen();
+            if (file == null) return false;
+            long size = file.size();
+            // The marker is checked even when the size is unchanged: a file truncated and rewritten to
+            // exactly its old length would otherwise pass for unchanged until it grew again.
+            if (size < at.offset() || !at.marker().stillBefore(file, at.offset())) {
+                Log.warn(name() + " was truncated; reading it again from the start");
+                at = Checkpoint.START;
+            }
+            if (size <= at.offset()) {
+                idle();
+                return false;
+            }
+            long from = at.offset();
+            Progress progress = shared.reader().read((into, position) -> file.read(ByteBuffer.wrap(into), position),
+                    from, at.skippingLongLine(), Shipper.TURN_BYTES, shipTrailingPartial, origin(), shared.sink());
+            commit(progress);
+            at = at.withMarker(Marker.before(file, at.offset()));
+            // Retake the fingerprint while reading the file's first KiB: it may have been rewritten at
+            // offset 0 (nothing shipped, so no marker to notice), and a short one is widened.
+            if (from < Fingerprint.SIZE || at.fingerprint().length() < Fingerprint.SIZE) {
+                at = at.withFingerprint(Fingerprint.read(file));
+            }
+            if (!progress.moreToRead()) idle();
+            return progress.moreToRead();
+        }
+
+        private boolean readArchiveTurn() throws IOException {
+            if (finished) return false;
+            if (inflated == null) {
+                inflated = shared.descriptors().openArchive(path);
+                inflated.skipNBytes(at.offset());
+            }
+            InputStream in = inflated;
+            Progress progress = shared.reader().read((into, position) -> in.readNBytes(into, 0, into.length),
+                    at.offset(), at.skippingLongLine(), Shipper.TURN_BYTES, true, origin(), shared.sink());
+            commit(progress);
+            if (progress.moreToRead()) return true;
+            finished = true;
+            close();
+            Log.debug("shipped the archive " + name());
+            return false;
+        }
+
+        /** Stdout accepted the lines: only now may the offset move past them. */
+        private void commit(Progress progress) throws IOException {
+            shared.sink().flush();
+            if (progress.offset() > at.offset()) lastGrowthNanos = System.nanoTime();
+            at = at.advancedTo(progress.offset(), progress.skippingLongLine());
+            if (progress.cut() > 0) {
+                cutLines += progress.cut();
+                Log.warnOnce("cut:" + key, name() + ": a line longer than " + shared.maxLineBytes()
+                        + " bytes was cut at that length and its rest dropped (" + cutLines + " so far in this file)");
+            }
+            committed = true;
+        }
+
+        /** An archive that was shipped before (or whose original was) starts past what went out. */
+        void resumeArchiveAt(long offset, boolean skippingLongLine, long contentLength) {
+            at = at.advancedTo(offset, skippingLongLine);
+            finished = offset >= contentLength;
+        }
+
+        private Sink.Origin origin() {
+            if (origin == null || !origin.fileName().equals(name())) origin = shared.sink().originOf(name());
+            return origin;
+        }
+
+        /** Caught up with the file: give its descriptor back if we hold too many. */
+        private void idle() {
+            if (shared.descriptors().overBudget() && !renamedAwayOrDeleted()) close();
+        }
+
+        /** Opens the file by its name, if that name still leads to this file. */
+        private FileChannel open() {
+            try {
+                channel = shared.descriptors().open(path, key);
+                if (channel != null) Log.forget("read:" + name());
+                return channel;
+            } catch (NoSuchFileException e) {
+                return null;
+            } catch (IOException e) {
+                Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e)
+                        + "; will retry at each rescan");
+                return null;
+            }
+        }
+
+        /** Reopens a tail closed to save descriptors, under its name or wherever it went. */
+        private FileChannel reopen() throws IOException {
+            if (open() == null && !reopenElsewhere()) return null;
+            if (!at.fingerprint().matches(channel)) {
+                // The inode was freed while we held no handle and a new file got it: a new file.
+                Log.debug(name() + " is a new file that reuses an old inode; reading it from the start");
+                shared.positions().retire(key);
+                at = Checkpoint.START;
+            }
+            return channel;
+        }
+
+        /** A closed tail whose name moved on: find the file under its new name, if it still exists. */
+        private boolean reopenElsewhere() {
+            Path now = shared.scanner().locate(key);
+            if (now == null) return false;
+            path = now;
+            return open() != null;
+        }
+
+        void close() {
+            if (channel != null || inflated != null) shared.descriptors().released();
+            Descriptors.closeQuietly(channel);
+            Descriptors.closeQuietly(inflated);
             channel = null;
             inflated = null;
         }
-
-        /** Starts over at byte 0: the file was truncated or replaced under us. */
-        void restartFromTop() {
-            offset = 0;
-            skippingLongLine = false;
-            marker = Marker.NONE;
-            fingerprint = Fingerprint.EMPTY;
-        }
-    }
-
-    /** What one turn of reading achieved. */
-    record Progress(long offset, boolean skippingLongLine, boolean turnUsedUp, long lines, long cut) {}
-
-    /** Where a LineReader gets bytes from: positional reads for plain files, a stream for archives. */
-    interface ByteSource {
-        int read(byte[] into, long position) throws IOException;
     }
 
     /**
-     * Splits bytes into lines and writes whole lines to the sink. A line longer than the limit is cut
-     * at the limit and its rest dropped. A line still missing its newline at the end of the data is
-     * not shipped: the offset stays at its start and it is read again once more bytes arrive. One
-     * instance serves every file, so memory is one chunk plus one line, however many files there are.
+     * The open-file budget, and the one way files are opened. Half the descriptor limit, leaving the
+     * rest to the JVM, stdout and the watcher; tails past the budget give their handle back when
+     * caught up and reopen it when the file changes.
      */
-    static final class LineReader {
-        static final int CHUNK = 64 * 1024;
-        private final byte[] chunk = new byte[CHUNK];
-        private byte[] line = new byte[8 * 1024];
-        private final int maxLineBytes;
+    static final class Descriptors {
+        private final int budget;
+        private int open;
 
-        LineReader(int maxLineBytes) { this.maxLineBytes = maxLineBytes; }
+        Descriptors(int budget) { this.budget = budget; }
+
+        /** Read from /proc rather than through the management beans, which cost ~4 MiB of memory. */
+        static Descriptors fromProcessLimit() {
+            long limit;
+            try (var lines = Files.lines(Path.of("/proc/self/limits"))) {
+                limit = lines.filter(l -> l.startsWith("Max open files"))
+                        .map(l -> l.substring("Max open files".length()).trim().split("\\s+")[0])
+                        .filter(soft -> soft.matches("\\d+")).mapToLong(Long::parseLong).findFirst().orElse(1024);
+            } catch (IOException | UncheckedIOException e) {
+                limit = 1024; // not Linux: a conservative guess
+            }
+            return new Descriptors((int) Math.max(8, Math.min(4096, (limit - 64) / 2)));
+        }
 
         /**
-         * Reads from {@code start} until the data ends or {@code turnBytes} are used up; never stops
-         * inside a line, so a long line always completes within one turn.
+         * Opens a file by name and keeps the handle only if the name still leads to the expected file
+         * afterwards: a rotation between looking and opening would otherwise hand over the next file
+         * under that name. Null when it does not. Not counted: the watcher thread uses it too, and a
+         * tail counts the handle when it takes it ({@link #countPinned}).
          */
-        Progress read(ByteSource source, long start, boolean skipping, long turnBytes, boolean shipTrailingPartial,
-                      Sink sink) throws IOException {
-            long committed = start;
-            long position = start;
-            int lineLength = 0;
-            long lines = 0;
-            long cut = 0;
-            boolean turnUsedUp = false;
-            while (true) {
-                if (position - start >= turnBytes && lineLength == 0) {
-                    turnUsedUp = true;
-                    break;
-                }
-                int n = source.read(chunk, position);
-                if (n <= 0) break;
-                long chunkStart = position;
-                position += n;
-                int i = 0;
-                while (i < n) {
-                    int newline = indexOfNewline(chunk, i, n);
-                    int end = newline < 0 ? n : newline;
-                    if (skipping) {
-                        if (newline >= 0) {
-                            skipping = false;
-                            committed = chunkStart + newline + 1;
-                        } else {
-                            committed = chunkStart + n;
-                        }
-                    } else {
-                        int room = maxLineBytes - lineLength;
-                        int length = end - i;
-                        lineLength = append(lineLength, chunk, i, Math.min(room, length));
-                        if (length > room) {
-                            sink.line(line, 0, lineLength);
-                            lines++;
-                            cut++;
-                            lineLength = 0;
-                            if (newline >= 0) {
-                                committed = chunkStart + newline + 1;
-                            } else {
-                                skipping = true;
-                                committed = chunkStart + n;
-                            }
-                        } else if (newline >= 0) {
-                            sink.line(line, 0, lineLength);
-                            lines++;
-                            lineLength = 0;
-                            committed = chunkStart + newline + 1;
-                        }
-                    }
-                    i = newline < 0 ? n : newline + 1;
-                }
+        static FileChannel openIfStill(Path path, FileKey expected) throws IOException {
+            FileChannel channel = FileChannel.open(path, StandardOpenOption.READ);
+            FileKey now;
+            try {
+                now = FileKey.of(path);
+            } catch (IOException e) {
+                now = null;
             }
-            if (lineLength > 0 && shipTrailingPartial) {
-                sink.line(line, 0, lineLength);
-                lines++;
-                committed = position;
-            }
-            return new Progress(committed, skipping, turnUsedUp, lines, cut);
+            if (expected.equals(now)) return channel;
+            channel.close();
+            return null;
         }
 
-        private int append(int lineLength, byte[] from, int offset, int length) {
-            if (lineLength + length > line.length) {
-                int grown = (int) Math.min(maxLineBytes, Math.max((long) line.length * 2, lineLength + length));
-                line = java.util.Arrays.copyOf(line, grown);
-            }
-            System.arraycopy(from, offset, line, lineLength, length);
-            return lineLength + length;
+        FileChannel open(Path path, FileKey expected) throws IOException {
+            FileChannel channel = openIfStill(path, expected);
+            if (channel != null) open++;
+            return channel;
         }
 
-        private static int indexOfNewline(byte[] bytes, int from, int to) {
-            for (int i = from; i < to; i++) {
-                if (bytes[i] == '\n') return i;
+        InputStream openArchive(Path path) throws IOException {
+            InputStream in = new GZIPInputStream(Files.newInputStream(path), LineReader.CHUNK);
+            open++;
+            return in;
+        }
+
+        /** A tail took over a handle the watcher opened. */
+        void countPinned() { open++; }
+
+        void released() { open--; }
+
+        boolean overBudget() { return open > budget; }
+
+        static void closeQuietly(Closeable handle) {
+            if (handle == null) return;
+            try {
+                handle.close();
+            } catch (IOException e) {
+                // a read-only handle: nothing to lose
             }
-            return -1;
+        }
+    }
+
+    /**
+     * gzip archives: a .gz is shipped only once its stream is complete. If its decompressed start
+     * matches a file we already shipped (it is that file, rotated and compressed), only what lies past
+     * that file's offset is new.
+     */
+    static final class Archives {
+        private final Positions positions;
+        private final Tail.Shared shared;
+        /** .gz files still being written or found corrupt, with the size at which we last looked. */
+        private final Map<FileKey, Long> onHold = new HashMap<>();
+
+        Archives(Positions positions, Tail.Shared shared) {
+            this.positions = positions;
+            this.shared = shared;
+        }
+
+        /** A tail for a complete archive, or null while it must wait (or is corrupt). */
+        Tail start(ScannedFile file, Collection<Tail> tails) {
+            Long heldAtSize = onHold.get(file.key());
+            if (heldAtSize != null && heldAtSize == file.size()) return null; // unchanged since we last looked
+            ArchiveCheck check;
+            try {
+                check = ArchiveCheck.of(file.path());
+            } catch (IOException e) {
+                Log.warnOnce("read:" + file.path(), "cannot read " + file.path().getFileName() + ": " + reason(e));
+                return null;
+            }
+            String name = file.path().getFileName().toString();
+            if (check instanceof ArchiveCheck.Incomplete) {
+                Log.debug(name + " is not a complete gzip stream yet; waiting for its writer");
+                onHold.put(file.key(), file.size());
+                return null;
+            }
+            if (check instanceof ArchiveCheck.Corrupt corrupt) {
+                Log.warnOnce("corrupt:" + file.key() + ":" + file.size(), "skipping " + name
+                        + ": not a valid gzip file (" + corrupt.why() + ")");
+                onHold.put(file.key(), file.size());
+                return null;
+            }
+            ArchiveCheck.Complete complete = (ArchiveCheck.Complete) check;
+            onHold.remove(file.key());
+            Tail tail = Tail.archive(file, Fingerprint.of(complete.head(), complete.headLength()), shared);
+            Positions.Entry saved = positions.get(file.key());
+            // An empty fingerprint proves nothing: a replaced archive may have the old one's inode.
+            if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
+                    && saved.fingerprint().matchesStartOf(complete.head(), complete.headLength())) {
+                tail.resumeArchiveAt(saved.offset(), false, complete.length());
+                return tail;
+            }
+            if (saved != null) positions.retire(file.key()); // its inode went to this archive
+            Tail original = liveOriginalOf(complete, tails);
+            if (original != null) {
+                Log.debug("holding " + name + " until " + original.name() + ", its uncompressed original, is done");
+                return null;
+            }
+            Positions.Entry shipped = shippedOriginalOf(complete);
+            if (shipped != null) {
+                long offset = Math.min(shipped.offset(), complete.length());
+                Log.info(name + " is " + shipped.path().getFileName() + " compressed; shipping only the "
+                        + (complete.length() - offset) + " bytes not shipped before");
+                tail.resumeArchiveAt(offset, shipped.checkpoint().skippingLongLine(), complete.length());
+            } else {
+                tail.resumeArchiveAt(0, false, complete.length());
+            }
+            return tail;
+        }
+
+        /** Archives no longer in the directory need no hold. */
+        void forgetAllBut(Set<FileKey> present) { onHold.keySet().retainAll(present); }
+
+        private static Tail liveOriginalOf(ArchiveCheck.Complete archive, Collection<Tail> tails) {
+            for (Tail t : tails) {
+                if (t.compressed) continue;
+                // Compare with what the open file holds now, not the tail's last fingerprint: the file
+                // may have grown or been rewritten since, and its compressed copy already says so.
+                Fingerprint now = t.fingerprintNow();
+                if (now == null) continue;
+                // The original is at least as long as its copy: a shorter file that merely starts the
+                // same way (a line half written, a shared timestamp) must not hold the archive back.
+                boolean longEnough = now.length() >= Math.min(Fingerprint.SIZE, archive.headLength());
+                if (now.length() > 0 && longEnough && now.matchesStartOf(archive.head(), archive.headLength())) return t;
+            }
+            return null;
+        }
+
+        private Positions.Entry shippedOriginalOf(ArchiveCheck.Complete archive) {
+            return positions.all().stream()
+                    .filter(e -> !e.compressed() && e.fingerprint().length() > 0
+                            && e.fingerprint().matchesStartOf(archive.head(), archive.headLength()))
+                    .max(Comparator.comparingInt((Positions.Entry e) -> e.fingerprint().length())
+                            .thenComparingLong(Positions.Entry::lastSeenMillis))
+                    .orElse(null);
         }
     }
 
@@ -799,9 +1327,306 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
-    // ---------------------------------------------------------------------------------------------
-    // 5. Positions: how far did we get, saved so a restart resumes there.
-    // ---------------------------------------------------------------------------------------------
+    // =============================================================================================
+    // Identity: is this the same file as before, whatever its name?
+    // =============================================================================================
+
+    /** Device and inode: stable across renames, but reused once a file is deleted. */
+    record FileKey(long device, long inode) {
+        static FileKey of(Path path) throws IOException {
+            Map<String, Object> attrs = Files.readAttributes(path, "unix:dev,ino");
+            return new FileKey(((Number) attrs.get("dev")).longValue(), ((Number) attrs.get("ino")).longValue());
+        }
+    }
+
+    /** A CRC32C over some bytes of a file, and how many bytes it covers: what both checks below read. */
+    record Checksum(int length, long crc) {
+        static Checksum of(byte[] bytes, int length) {
+            CRC32C crc = new CRC32C();
+            crc.update(bytes, 0, length);
+            return new Checksum(length, crc.getValue());
+        }
+
+        /** Of the bytes at [position, position + length), or of fewer where the file ends sooner. */
+        static Checksum at(FileChannel channel, long position, int length) throws IOException {
+            byte[] bytes = new byte[length];
+            return of(bytes, readAt(channel, bytes, length, position));
+        }
+    }
+
+    /**
+     * A checksum of a file's first bytes (up to {@link #SIZE}). It tells a reused inode from the file
+     * that had it, and recognises a rotated file after it was compressed. While a file is shorter than
+     * SIZE the fingerprint covers fewer bytes and is widened as the file grows.
+     */
+    record Fingerprint(int length, long crc) {
+        static final int SIZE = 1024;
+        static final Fingerprint EMPTY = new Fingerprint(0, 0);
+
+        static Fingerprint of(byte[] bytes, int length) {
+            Checksum sum = Checksum.of(bytes, length);
+            return new Fingerprint(sum.length(), sum.crc());
+        }
+
+        static Fingerprint read(FileChannel channel) throws IOException {
+            Checksum sum = Checksum.at(channel, 0, SIZE);
+            return new Fingerprint(sum.length(), sum.crc());
+        }
+
+        /** Does a file whose first bytes are these start like the file this fingerprint was taken of? */
+        boolean matchesStartOf(byte[] head, int available) {
+            return length <= available && Checksum.of(head, length).crc() == crc;
+        }
+
+        boolean matches(FileChannel channel) throws IOException {
+            if (length == 0) return true;
+            Checksum now = Checksum.at(channel, 0, length);
+            return now.length() == length && now.crc() == crc;
+        }
+    }
+
+    /**
+     * A checksum of the bytes just before a file's offset (like Fluent Bit's offset_marker). If they
+     * changed, the file was truncated and rewritten past our offset while we were not looking; without
+     * this check we would resume in the middle of unrelated bytes and ship torn lines.
+     */
+    record Marker(int length, long crc) {
+        static final int SIZE = 64;
+        static final Marker NONE = new Marker(0, 0);
+
+        static Marker before(FileChannel channel, long offset) throws IOException {
+            int length = (int) Math.min(SIZE, offset);
+            if (length == 0) return NONE;
+            Checksum sum = Checksum.at(channel, offset - length, length);
+            return sum.length() < length ? NONE : new Marker(length, sum.crc());
+        }
+
+        boolean stillBefore(FileChannel channel, long offset) throws IOException {
+            if (length == 0 || offset < length) return true;
+            Checksum now = Checksum.at(channel, offset - length, length);
+            return now.length() == length && now.crc() == crc;
+        }
+    }
+
+    static int readAt(FileChannel channel, byte[] into, int length, long position) throws IOException {
+        ByteBuffer buffer = ByteBuffer.wrap(into, 0, length);
+        while (buffer.hasRemaining()) {
+            int n = channel.read(buffer, position + buffer.position());
+            if (n < 0) break;
+        }
+        return buffer.position();
+    }
+
+    // =============================================================================================
+    // Lines: bytes in, whole lines out.
+    // =============================================================================================
+
+    /** What one turn of reading achieved; moreToRead when the turn ran out before the data did. */
+    record Progress(long offset, boolean skippingLongLine, boolean moreToRead, long lines, long cut) {}
+
+    /** Where a LineReader gets bytes from: positional reads for plain files, a stream for archives. */
+    interface ByteSource {
+        int read(byte[] into, long position) throws IOException;
+    }
+
+    /**
+     * Splits bytes into lines and writes whole lines to the sink. A line longer than the limit is cut
+     * at the limit and its rest dropped. A line still missing its newline at the end of the data is
+     * not shipped: the offset stays at its start and it is read again once more bytes arrive. One
+     * instance serves every file, one turn at a time, so memory is one chunk plus one line, however
+     * many files there are.
+     */
+    static final class LineReader {
+        static final int CHUNK = 64 * 1024;
+        private final byte[] chunk = new byte[CHUNK];
+        private byte[] line = new byte[8 * 1024];
+        private final int maxLineBytes;
+        // The turn in progress.
+        private Sink sink;
+        private Sink.Origin origin;
+        private long committed;
+        private int lineLength;
+        private boolean skipping;
+        private long lines;
+        private long cut;
+
+        LineReader(int maxLineBytes) { this.maxLineBytes = maxLineBytes; }
+
+        /**
+         * Reads from {@code start} until the data ends or {@code turnBytes} are used up; never stops
+         * inside a line, so a long line always completes within one turn.
+         */
+        Progress read(ByteSource source, long start, boolean skippingLongLine, long turnBytes,
+                      boolean shipTrailingPartial, Sink.Origin from, Sink to) throws IOException {
+            sink = to;
+            origin = from;
+            committed = start;
+            lineLength = 0;
+            skipping = skippingLongLine;
+            lines = 0;
+            cut = 0;
+            long position = start;
+            boolean moreToRead = false;
+            while (true) {
+                if (position - start >= turnBytes && lineLength == 0) {
+                    moreToRead = true;
+                    break;
+                }
+                int n = source.read(chunk, position);
+                if (n <= 0) break;
+                split(position, n);
+                position += n;
+            }
+            if (lineLength > 0 && shipTrailingPartial) {
+                ship(false);
+                committed = position;
+            }
+            return new Progress(committed, skipping, moreToRead, lines, cut);
+        }
+
+        /** Splits the chunk just read at {@code chunkStart} into lines. */
+        private void split(long chunkStart, int n) throws StdoutFailed {
+            int i = 0;
+            while (i < n) {
+                int newline = indexOfNewline(chunk, i, n);
+                boolean lineEnds = newline >= 0;
+                int end = lineEnds ? newline : n;
+                long after = chunkStart + (lineEnds ? newline + 1 : n);
+                if (skipping) {
+                    // The rest of a cut line: dropped up to and including its newline.
+                    skipping = !lineEnds;
+                    committed = after;
+                } else {
+                    collect(i, end, lineEnds, after);
+                }
+                i = lineEnds ? newline + 1 : n;
+            }
+        }
+
+        /** Adds chunk[from, to) to the line; ships it when it ends or reaches the limit. */
+        private void collect(int from, int to, boolean lineEnds, long after) throws StdoutFailed {
+            int room = maxLineBytes - lineLength;
+            int length = to - from;
+            append(from, Math.min(room, length));
+            if (length > room) {
+                ship(true);
+                skipping = !lineEnds;
+                committed = after;
+            } else if (lineEnds) {
+                ship(false);
+                committed = after;
+            }
+        }
+
+        private void ship(boolean wasCut) throws StdoutFailed {
+            sink.line(origin, line, 0, lineLength);
+            lines++;
+            if (wasCut) cut++;
+            lineLength = 0;
+        }
+
+        private void append(int from, int length) {
+            if (lineLength + length > line.length) {
+                int grown = (int) Math.min(maxLineBytes, Math.max((long) line.length * 2, lineLength + length));
+                line = Arrays.copyOf(line, grown);
+            }
+            System.arraycopy(chunk, from, line, lineLength, length);
+            lineLength += length;
+        }
+
+        private static int indexOfNewline(byte[] bytes, int from, int to) {
+            for (int i = from; i < to; i++) {
+                if (bytes[i] == '\n') return i;
+            }
+            return -1;
+        }
+    }
+
+    // =============================================================================================
+    // Output: stdout, whole lines only.
+    // =============================================================================================
+
+    /**
+     * Writes whole lines to stdout through one buffer. flush() returning means stdout accepted
+     * every byte handed over so far: tails commit offsets only after it, so a saved position never
+     * covers a line stdout has not accepted. (A writer thread could sit behind this seam: flush()
+     * would then wait until the writer has written what was queued.)
+     */
+    static final class Sink {
+        /** The file lines come from, with what the format writes for it prepared once. */
+        record Origin(String fileName, byte[] jsonPrefix) {}
+
+        private static final byte[] JSON_END = "\"}\n".getBytes(StandardCharsets.US_ASCII);
+        private final OutputStream out;
+        private final Format format;
+        long lines;
+
+        Sink(OutputStream out, Format format) {
+            this.out = new BufferedOutputStream(out, 64 * 1024);
+            this.format = format;
+        }
+
+        Origin originOf(String fileName) {
+            byte[] prefix = format == Format.JSON
+                    ? ("{\"file\":\"" + jsonEscape(fileName) + "\",\"line\":\"").getBytes(StandardCharsets.UTF_8)
+                    : new byte[0];
+            return new Origin(fileName, prefix);
+        }
+
+        void line(Origin origin, byte[] bytes, int offset, int length) throws StdoutFailed {
+            try {
+                if (format == Format.RAW) {
+                    out.write(bytes, offset, length);
+                    out.write('\n');
+                } else {
+                    out.write(origin.jsonPrefix());
+                    out.write(jsonEscape(new String(bytes, offset, length, StandardCharsets.UTF_8))
+                            .getBytes(StandardCharsets.UTF_8));
+                    out.write(JSON_END);
+                }
+            } catch (IOException e) {
+                throw new StdoutFailed(e);
+            }
+            lines++;
+        }
+
+        /** RFC 8259 string escaping; the decoder has already turned invalid UTF-8 into U+FFFD. */
+        static String jsonEscape(String text) {
+            StringBuilder escaped = new StringBuilder(text.length() + 16);
+            for (int i = 0; i < text.length(); i++) {
+                char c = text.charAt(i);
+                switch (c) {
+                    case '"' -> escaped.append("\\\"");
+                    case '\\' -> escaped.append("\\\\");
+                    case '\n' -> escaped.append("\\n");
+                    case '\r' -> escaped.append("\\r");
+                    case '\t' -> escaped.append("\\t");
+                    default -> {
+                        if (c < 0x20) escaped.append(String.format("\\u%04x", (int) c));
+                        else escaped.append(c);
+                    }
+                }
+            }
+            return escaped.toString();
+        }
+
+        void flush() throws StdoutFailed {
+            try {
+                out.flush();
+            } catch (IOException e) {
+                throw new StdoutFailed(e);
+            }
+        }
+    }
+
+    /** stdout is gone (the reader closed the pipe): nothing can be shipped any more. */
+    static final class StdoutFailed extends IOException {
+        StdoutFailed(IOException cause) { super(cause); }
+    }
+
+    // =============================================================================================
+    // Positions: how far did we get, saved so a restart resumes there.
+    // =============================================================================================
 
     /**
      * The offsets of files, by identity. Written only with offsets of bytes stdout has accepted.
@@ -811,8 +1636,22 @@ public class LogShip implements Callable<Integer> {
     static final class Positions {
         static final String HEADER = "logship-positions v1";
 
-        record Entry(FileKey key, Fingerprint fingerprint, long offset, boolean skippingLongLine, Marker marker,
-                     boolean compressed, long lastSeenMillis, Path path) {}
+        record Entry(FileKey key, boolean compressed, Checkpoint checkpoint, long lastSeenMillis, Path path) {
+            Fingerprint fingerprint() { return checkpoint.fingerprint(); }
+
+            long offset() { return checkpoint.offset(); }
+        }
+
+        /**
+         * The columns of a row, in file order: writing and reading both go through this one table.
+         * KIND is "file" for a live entry and "gone" for a retired one.
+         */
+        enum Column {
+            KIND, DEVICE, INODE, OFFSET, FINGERPRINT_LENGTH, FINGERPRINT_CRC, MARKER_LENGTH, MARKER_CRC,
+            LAST_SEEN_MILLIS, SKIPPING_LONG_LINE, COMPRESSED, PATH;
+
+            static final int COUNT = values().length;
+        }
 
         private final Path file;
         private final Map<FileKey, Entry> entries = new LinkedHashMap<>();
@@ -912,20 +1751,45 @@ public class LogShip implements Callable<Integer> {
                         retired.addAll(gone);
                         return;
                     }
-                    String[] f = row.split(" ", 12);
-                    if (f.length != 12 || !(f[0].equals("file") || f[0].equals("gone"))) {
+                    String[] fields = row.split(" ", Column.COUNT);
+                    String kind = fields[0];
+                    if (fields.length != Column.COUNT || !(kind.equals("file") || kind.equals("gone"))) {
                         throw new IOException("bad row: " + row);
                     }
-                    FileKey key = new FileKey(Long.parseLong(f[1]), Long.parseLong(f[2]));
-                    Entry entry = new Entry(key,
-                            new Fingerprint(Integer.parseInt(f[4]), Long.parseLong(f[5])),
-                            Long.parseLong(f[3]), f[9].equals("1"),
-                            new Marker(Integer.parseInt(f[6]), Long.parseLong(f[7])),
-                            f[10].equals("1"), Long.parseLong(f[8]), Path.of(unescape(f[11])));
-                    if (f[0].equals("file")) live.put(key, entry); else gone.add(entry);
+                    Entry entry = entryOf(fields);
+                    if (kind.equals("file")) live.put(entry.key(), entry); else gone.add(entry);
                 }
             }
             throw new IOException("no end line: the file was cut short");
+        }
+
+        private static Entry entryOf(String[] fields) {
+            java.util.function.Function<Column, String> field = column -> fields[column.ordinal()];
+            java.util.function.ToLongFunction<Column> number = column -> Long.parseLong(field.apply(column));
+            Checkpoint checkpoint = new Checkpoint(
+                    new Fingerprint((int) number.applyAsLong(Column.FINGERPRINT_LENGTH), number.applyAsLong(Column.FINGERPRINT_CRC)),
+                    number.applyAsLong(Column.OFFSET), field.apply(Column.SKIPPING_LONG_LINE).equals("1"),
+                    new Marker((int) number.applyAsLong(Column.MARKER_LENGTH), number.applyAsLong(Column.MARKER_CRC)));
+            return new Entry(new FileKey(number.applyAsLong(Column.DEVICE), number.applyAsLong(Column.INODE)),
+                    field.apply(Column.COMPRESSED).equals("1"), checkpoint, number.applyAsLong(Column.LAST_SEEN_MILLIS),
+                    Path.of(unescape(field.apply(Column.PATH))));
+        }
+
+        private static String rowOf(String kind, Entry e) {
+            String[] fields = new String[Column.COUNT];
+            fields[Column.KIND.ordinal()] = kind;
+            fields[Column.DEVICE.ordinal()] = Long.toString(e.key().device());
+            fields[Column.INODE.ordinal()] = Long.toString(e.key().inode());
+            fields[Column.OFFSET.ordinal()] = Long.toString(e.offset());
+            fields[Column.FINGERPRINT_LENGTH.ordinal()] = Integer.toString(e.fingerprint().length());
+            fields[Column.FINGERPRINT_CRC.ordinal()] = Long.toString(e.fingerprint().crc());
+            fields[Column.MARKER_LENGTH.ordinal()] = Integer.toString(e.checkpoint().marker().length());
+            fields[Column.MARKER_CRC.ordinal()] = Long.toString(e.checkpoint().marker().crc());
+            fields[Column.LAST_SEEN_MILLIS.ordinal()] = Long.toString(e.lastSeenMillis());
+            fields[Column.SKIPPING_LONG_LINE.ordinal()] = e.checkpoint().skippingLongLine() ? "1" : "0";
+            fields[Column.COMPRESSED.ordinal()] = e.compressed() ? "1" : "0";
+            fields[Column.PATH.ordinal()] = escape(e.path().toString());
+            return String.join(" ", fields);
         }
 
         /**
@@ -935,8 +1799,8 @@ public class LogShip implements Callable<Integer> {
         void save() throws IOException {
             if (file == null) return;
             StringBuilder text = new StringBuilder(HEADER).append('\n');
-            for (Entry e : entries.values()) appendRow(text, "file", e);
-            for (Entry e : retired) appendRow(text, "gone", e);
+            for (Entry e : entries.values()) text.append(rowOf("file", e)).append('\n');
+            for (Entry e : retired) text.append(rowOf("gone", e)).append('\n');
             text.append("end ").append(entries.size() + retired.size()).append('\n');
             Path temp = tempFile();
             try (FileChannel out = FileChannel.open(temp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
@@ -953,17 +1817,6 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
-        private static void appendRow(StringBuilder text, String kind, Entry e) {
-            text.append(kind).append(' ').append(e.key().device()).append(' ').append(e.key().inode())
-                    .append(' ').append(e.offset())
-                    .append(' ').append(e.fingerprint().length()).append(' ').append(e.fingerprint().crc())
-                    .append(' ').append(e.marker().length()).append(' ').append(e.marker().crc())
-                    .append(' ').append(e.lastSeenMillis())
-                    .append(' ').append(e.skippingLongLine() ? 1 : 0)
-                    .append(' ').append(e.compressed() ? 1 : 0)
-                    .append(' ').append(escape(e.path().toString())).append('\n');
-        }
-
         private static String escape(String path) {
             return path.replace("%", "%25").replace("\n", "%0A").replace("\r", "%0D");
         }
@@ -973,85 +1826,11 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
-    // ---------------------------------------------------------------------------------------------
-    // 6. Output: stdout, whole lines only.
-    // ---------------------------------------------------------------------------------------------
+    // =============================================================================================
+    // Change notification: wakes the loop early. Only an optimisation over the ticker's polling.
+    // =============================================================================================
 
-    /**
-     * Writes whole lines to stdout through one buffer. Offsets are committed only after flush()
-     * returns, so a saved position never covers a line stdout has not accepted.
-     */
-    static final class Sink {
-        private final OutputStream out;
-        private final Format format;
-        private byte[] jsonPrefix = new byte[0];
-        long lines;
-
-        Sink(OutputStream out, Format format) {
-            this.out = new BufferedOutputStream(out, 64 * 1024);
-            this.format = format;
-        }
-
-        /** The file the next lines come from (its last matching name), for formats that say so. */
-        void from(String fileName) {
-            if (format == Format.JSON) {
-                jsonPrefix = ("{\"file\":\"" + jsonEscape(fileName) + "\",\"line\":\"").getBytes(StandardCharsets.UTF_8);
-            }
-        }
-
-        void line(byte[] bytes, int offset, int length) throws StdoutFailed {
-            try {
-                if (format == Format.RAW) {
-                    out.write(bytes, offset, length);
-                    out.write('\n');
-                } else {
-                    out.write(jsonPrefix);
-                    out.write(jsonEscape(new String(bytes, offset, length, StandardCharsets.UTF_8))
-                            .getBytes(StandardCharsets.UTF_8));
-                    out.write(JSON_END);
-                }
-            } catch (IOException e) {
-                throw new StdoutFailed(e);
-            }
-            lines++;
-        }
-
-        private static final byte[] JSON_END = "\"}\n".getBytes(StandardCharsets.US_ASCII);
-
-        /** RFC 8259 string escaping; the decoder has already turned invalid UTF-8 into U+FFFD. */
-        static String jsonEscape(String text) {
-            StringBuilder escaped = new StringBuilder(text.length() + 16);
-            for (int i = 0; i < text.length(); i++) {
-                char c = text.charAt(i);
-                switch (c) {
-                    case '"' -> escaped.append("\\\"");
-                    case '\\' -> escaped.append("\\\\");
-                    case '\n' -> escaped.append("\\n");
-                    case '\r' -> escaped.append("\\r");
-                    case '\t' -> escaped.append("\\t");
-                    default -> {
-                        if (c < 0x20) escaped.append(String.format("\\u%04x", (int) c));
-                        else escaped.append(c);
-                    }
-                }
-            }
-            return escaped.toString();
-        }
-
-        void flush() throws StdoutFailed {
-            try {
-                out.flush();
-            } catch (IOException e) {
-                throw new StdoutFailed(e);
-            }
-        }
-    }
-
-    // ---------------------------------------------------------------------------------------------
-    // 7. Lifecycle: the watcher that wakes us early, the signals that stop us, and the loop itself.
-    // ---------------------------------------------------------------------------------------------
-
-    /** Lets other threads wake the shipping loop before its next tick. */
+    /** Lets other threads (the watcher, the signal handlers) wake the loop before its next job. */
     static final class Wakeup {
         private final Semaphore permits = new Semaphore(0);
 
@@ -1069,24 +1848,22 @@ public class LogShip implements Callable<Integer> {
      * loses them.
      */
     static final class Watcher implements AutoCloseable {
-        private final WatchService service;
-        private final Discovery discovery;
-        private final Set<String> changed = ConcurrentHashMap.newKeySet();
-        private final AtomicBoolean needsRescan = new AtomicBoolean();
-        private final java.util.Queue<Pinned> pinned = new java.util.concurrent.ConcurrentLinkedQueue<>();
-        private final Thread thread;
-
         /** A file opened the moment it appeared, before the loop got to it. */
-        record Pinned(Found found, FileChannel channel) {}
+        record Pinned(ScannedFile file, FileChannel channel) {}
 
         static final int MAX_PINNED = 64;
+        private final WatchService service;
+        private final Scanner scanner;
+        private final Set<String> changed = ConcurrentHashMap.newKeySet();
+        private final AtomicBoolean needsRescan = new AtomicBoolean();
+        private final Queue<Pinned> pinned = new ConcurrentLinkedQueue<>();
 
-        Watcher(Discovery discovery, Wakeup wakeup) throws IOException {
-            this.discovery = discovery;
+        Watcher(Scanner scanner, Wakeup wakeup) throws IOException {
+            this.scanner = scanner;
             service = FileSystems.getDefault().newWatchService();
-            discovery.directory.register(service, StandardWatchEventKinds.ENTRY_CREATE,
+            scanner.directory.register(service, StandardWatchEventKinds.ENTRY_CREATE,
                     StandardWatchEventKinds.ENTRY_DELETE, StandardWatchEventKinds.ENTRY_MODIFY);
-            thread = new Thread(() -> watch(wakeup), "logship-watcher");
+            Thread thread = new Thread(() -> watch(wakeup), "logship-watcher");
             thread.setDaemon(true);
             thread.start();
         }
@@ -1125,12 +1902,12 @@ public class LogShip implements Callable<Integer> {
         private void pin(String name) {
             // Bounded: while stdout is blocked the loop takes none, and descriptors are finite. Past
             // the bound, files are left to the rescan.
-            if (!discovery.matches(name) || name.endsWith(".gz") || pinned.size() >= MAX_PINNED) return;
-            Found found = discovery.inspect(discovery.resolve(name));
-            if (found == null) return;
+            if (!scanner.matches(name) || name.endsWith(".gz") || pinned.size() >= MAX_PINNED) return;
+            ScannedFile file = scanner.inspect(scanner.resolve(name));
+            if (file == null) return;
             try {
-                FileChannel channel = openIfStill(found.path(), found.key());
-                if (channel != null) pinned.add(new Pinned(found, channel)); // else replaced: left to the rescan
+                FileChannel channel = Descriptors.openIfStill(file.path(), file.key());
+                if (channel != null) pinned.add(new Pinned(file, channel)); // else replaced: left to the rescan
             } catch (IOException e) {
                 // gone or unreadable: the rescan decides what to say about it
             }
@@ -1161,6 +1938,10 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
+    // =============================================================================================
+    // Shutdown: signals, the shutdown hook, and the bound on the drain.
+    // =============================================================================================
+
     /**
      * SIGTERM/SIGINT handling. The first signal asks the loop to drain; a second one cuts the drain
      * short. Signal handlers first, a shutdown hook only as the fallback: a JVM that is already
@@ -1169,11 +1950,14 @@ public class LogShip implements Callable<Integer> {
     static final class Shutdown {
         static final Duration HALT_GRACE = Duration.ofSeconds(2);
         private final AtomicInteger signals = new AtomicInteger();
-        private final java.util.concurrent.CountDownLatch stopped = new java.util.concurrent.CountDownLatch(1);
+        private final CountDownLatch stopped = new CountDownLatch(1);
         private final Duration drainTimeout;
-        private volatile Wakeup wakeup;
+        private final Wakeup wakeup;
 
-        Shutdown(Duration drainTimeout) { this.drainTimeout = drainTimeout; }
+        Shutdown(Duration drainTimeout, Wakeup wakeup) {
+            this.drainTimeout = drainTimeout;
+            this.wakeup = wakeup;
+        }
 
         void install() {
             for (String name : List.of("TERM", "INT")) {
@@ -1199,8 +1983,6 @@ public class LogShip implements Callable<Integer> {
         /** The shipping loop has finished: nothing left for the shutdown hook to wait for. */
         void stopped() { stopped.countDown(); }
 
-        void wakeOnRequest(Wakeup wakeup) { this.wakeup = wakeup; }
-
         void request(String why) {
             int n = signals.incrementAndGet();
             if (n == 1) {
@@ -1210,8 +1992,7 @@ public class LogShip implements Callable<Integer> {
                 Log.warn(why + " again: cutting the drain short");
                 haltAfter(HALT_GRACE);
             }
-            Wakeup w = wakeup;
-            if (w != null) w.signal();
+            wakeup.signal();
         }
 
         /**
@@ -1238,577 +2019,41 @@ public class LogShip implements Callable<Integer> {
         boolean cutShort() { return signals.get() > 1; }
     }
 
-    /**
-     * The loop that ties it together, and the only owner of tails and offsets: discover, read every
-     * file fairly, commit offsets after stdout accepted the lines, save positions, sleep until the
-     * watcher, a signal or the next tick wakes it.
-     */
-    static final class Shipper {
-        /** How many bytes a file may read before the others get a turn. */
-        static final long TURN_BYTES = 1024 * 1024;
-        static final long SAVE_EVERY_NANOS = TimeUnit.SECONDS.toNanos(1);
+    // =============================================================================================
+    // Diagnostics: stderr only, one line each.
+    // =============================================================================================
 
-        private final Settings settings;
-        private final Sink sink;
-        private final Shutdown shutdown;
-        private final Positions positions;
-        private final Discovery discovery;
-        private final LineReader reader;
-        private final Wakeup wakeup = new Wakeup();
-        private final Map<FileKey, Tail> tails = new LinkedHashMap<>();
-        /** .gz files still being written or found corrupt, with the size at which we last looked. */
-        private final Map<FileKey, Long> archivesOnHold = new HashMap<>();
-        private final int maxOpenFiles;
-        private int openFiles;
-        private boolean positionsDirty;
-        private long lastSaveNanos;
+    enum Level { DEBUG, INFO, WARN, ERROR }
 
-        Shipper(Settings settings, Sink sink, Shutdown shutdown, Positions positions) throws IOException {
-            this.settings = settings;
-            this.sink = sink;
-            this.shutdown = shutdown;
-            this.positions = positions;
-            this.discovery = new Discovery(settings.directory(), settings.pattern());
-            this.reader = new LineReader(settings.maxLineBytes());
-            this.maxOpenFiles = openFileBudget();
-            shutdown.wakeOnRequest(wakeup);
+    static final class Log {
+        static volatile Level level = Level.INFO;
+        private static final Set<String> warnedOnce = ConcurrentHashMap.newKeySet();
+
+        static void debug(String msg) { emit(Level.DEBUG, msg); }
+        static void info(String msg) { emit(Level.INFO, msg); }
+        static void warn(String msg) { emit(Level.WARN, msg); }
+        static void error(String msg) { emit(Level.ERROR, msg); }
+
+        /** Warns the first time a key is seen, then only at debug, so a bad file cannot flood stderr. */
+        static void warnOnce(String key, String msg) {
+            if (warnedOnce.add(key)) warn(msg); else debug(msg);
         }
 
-        /**
-         * Half the descriptor limit, leaving the rest to the JVM, stdout and the watcher. Read from
-         * /proc rather than through the management beans, which cost a sidecar ~4 MiB of memory.
-         */
-        static int openFileBudget() {
-            long limit;
-            try (var lines = Files.lines(Path.of("/proc/self/limits"))) {
-                limit = lines.filter(l -> l.startsWith("Max open files"))
-                        .map(l -> l.substring("Max open files".length()).trim().split("\\s+")[0])
-                        .filter(soft -> soft.matches("\\d+")).mapToLong(Long::parseLong).findFirst().orElse(1024);
-            } catch (IOException | UncheckedIOException e) {
-                limit = 1024; // not Linux: a conservative guess
-            }
-            return (int) Math.max(8, Math.min(4096, (limit - 64) / 2));
-        }
+        static void forget(String key) { warnedOnce.remove(key); }
 
-        int run() {
-            Log.info("logship " + VERSION + " shipping files in " + settings.directory() + " whose names match '"
-                    + settings.pattern() + "'" + (settings.once() ? " once" : ", rescanning every "
-                    + human(settings.interval())));
-            if (!positions.persistent()) {
-                Log.info("positions are kept in memory only: set LOG_STATE_FILE to resume after a restart");
+        private static void emit(Level at, String msg) {
+            if (at.compareTo(level) >= 0) {
+                System.err.println("logship: " + at.name().toLowerCase(Locale.ROOT) + ": " + msg);
             }
-            try {
-                if (settings.once()) {
-                    discoverAtStartup();
-                    readUntilCaughtUp(tails.values(), Long.MAX_VALUE, true);
-                    savePositions();
-                    return 0;
-                }
-                // Watch first, then scan: a file created in between is then seen by one or the other.
-                try (Watcher watcher = startWatcher()) {
-                    discoverAtStartup();
-                    Log.info("ready: following " + tails.size() + " file(s)");
-                    follow(watcher);
-                }
-                return drain();
-            } catch (StdoutFailed e) {
-                Log.error("cannot write to stdout (" + e.getCause().getMessage() + "); stopping");
-                return 1;
-            } catch (IOException e) {
-                Log.error("stopping: " + e.getMessage());
-                return 1;
-            } finally {
-                tails.values().forEach(Tail::closeQuietly);
-            }
-        }
-
-        private Watcher startWatcher() {
-            try {
-                return new Watcher(discovery, wakeup);
-            } catch (IOException | UnsupportedOperationException e) {
-                Log.warn("no change notification (" + e.getMessage() + "); polling every " + human(settings.interval()));
-                return null;
-            }
-        }
-
-        private void follow(Watcher watcher) throws IOException {
-            long intervalNanos = settings.interval().toNanos();
-            long nextTick = System.nanoTime() + intervalNanos;
-            readUntilCaughtUp(tails.values(), Long.MAX_VALUE, false);
-            while (!shutdown.requested()) {
-                long now = System.nanoTime();
-                long wait = nextTick - now;
-                if (positionsDirty) wait = Math.min(wait, lastSaveNanos + SAVE_EVERY_NANOS - now);
-                try {
-                    wakeup.await(wait);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    return;
-                }
-                if (shutdown.requested()) return;
-                if (System.nanoTime() - nextTick >= 0) {
-                    nextTick = System.nanoTime() + intervalNanos;
-                    pollEverything();
-                } else {
-                    readUntilCaughtUp(changedTails(watcher), Long.MAX_VALUE, false);
-                    closeQuietRotatedFiles();
-                }
-                maybeSavePositions();
-            }
-        }
-
-        void discoverAtStartup() { reconcile(discovery.scan(), true); }
-
-        int tailCount() { return tails.size(); }
-
-        /** The always-correct path: rescan the directory and look at every file, changed or not. */
-        void pollEverything() throws IOException {
-            reconcile(discovery.scan(), false);
-            readUntilCaughtUp(new ArrayList<>(tails.values()), Long.MAX_VALUE, false);
-            closeQuietRotatedFiles();
-            if (positions.forgetOlderThan(forgetCutoff())) positionsDirty = true;
-        }
-
-        private long forgetCutoff() { return System.currentTimeMillis() - settings.forgetAfter().toMillis(); }
-
-        /** The tails an event batch concerns, rescanning first when names came or went. */
-        private Collection<Tail> changedTails(Watcher watcher) {
-            if (watcher == null) return List.of();
-            Set<FileKey> known = new HashSet<>(tails.keySet());
-            for (Watcher.Pinned p : watcher.takePinned()) {
-                if (tails.containsKey(p.found().key())) {
-                    closeQuietly(p.channel());
-                } else {
-                    adopt(p.found(), p.channel(), false);
-                }
-            }
-            Set<String> names = watcher.takeChanged();
-            boolean rescan = watcher.takeNeedsRescan();
-            Map<String, Tail> byName = new HashMap<>();
-            for (Tail t : tails.values()) byName.put(t.name(), t);
-            for (String name : names) {
-                if (!byName.containsKey(name) && discovery.matches(name)) rescan = true;
-            }
-            if (rescan) reconcile(discovery.scan(), false);
-            Set<Tail> due = new java.util.LinkedHashSet<>();
-            for (Tail t : tails.values()) {
-                // Renamed-away files change under names we cannot map back, so they are always due;
-                // files just found are due too, as an overflow may have dropped their own events.
-                if (t.renamedAwayOrDeleted() || names.contains(t.name()) || !known.contains(t.key)
-                        || (rescan && t.compressed)) {
-                    due.add(t);
-                }
-            }
-            return due;
-        }
-
-        /**
-         * Brings the tails in line with what the directory holds: new files get a tail, renamed ones
-         * keep theirs under the new name, and a tail whose name no longer leads to it keeps reading
-         * its open handle, because the writer may still be appending to the renamed file.
-         */
-        void reconcile(List<Found> found, boolean startup) {
-            if (found == null) return;
-            Set<FileKey> present = new HashSet<>();
-            for (Found f : found) {
-                present.add(f.key());
-                Tail tail = tails.get(f.key());
-                if (tail != null && tail.compressed && !tail.sameArchive(f)) {
-                    // Archives do not grow: another archive got this inode (replaced by logrotate).
-                    closeTail(tail);
-                    tails.remove(tail.key);
-                    tail = null;
-                }
-                if (tail != null) {
-                    if (!tail.path.equals(f.path())) Log.debug(tail.name() + " is now " + f.path().getFileName());
-                    tail.path = f.path();
-                    tail.goneSinceNanos = 0;
-                } else {
-                    adopt(f, null, startup);
-                }
-            }
-            for (Iterator<Tail> it = tails.values().iterator(); it.hasNext(); ) {
-                Tail tail = it.next();
-                if (present.contains(tail.key) || tail.renamedAwayOrDeleted()) continue;
-                tail.goneSinceNanos = System.nanoTime();
-                if (tail.compressed) {
-                    closeTail(tail);
-                    it.remove();
-                    continue;
-                }
-                Log.debug(tail.name() + " was renamed away or deleted; reading it to its end");
-                if (tail.channel == null && !reopenElsewhere(tail)) {
-                    remember(tail);
-                    it.remove();
-                }
-            }
-            archivesOnHold.keySet().retainAll(present);
-        }
-
-        /** A closed tail whose name moved on: find the file under its new name, if it still exists. */
-        private boolean reopenElsewhere(Tail tail) {
-            Path now = discovery.locate(tail.key);
-            if (now == null) return false;
-            tail.path = now;
-            return open(tail) != null;
-        }
-
-        private void adopt(Found found, FileChannel pinned, boolean startup) {
-            if (found.path().getFileName().toString().endsWith(".gz")) {
-                adoptArchive(found);
-                return;
-            }
-            Tail tail = new Tail(found.key(), found.path(), false);
-            if (pinned != null) {
-                tail.channel = pinned;
-                openFiles++;
-            }
-            FileChannel channel = pinned != null ? pinned : open(tail);
-            if (channel == null) return; // unreadable or gone: the next scan tries again
-            try {
-                Positions.Entry saved = positions.get(found.key());
-                long size = channel.size();
-                if (saved != null && !saved.compressed() && saved.fingerprint().matches(channel)) {
-                    if (size >= saved.offset() && saved.marker().stillBefore(channel, saved.offset())) {
-                        tail.offset = saved.offset();
-                        tail.skippingLongLine = saved.skippingLongLine();
-                        tail.marker = saved.marker();
-                        Log.debug("resuming " + tail.name() + " at byte " + tail.offset);
-                    } else {
-                        Log.warn(tail.name() + " was truncated since its position was saved; reading it from the start");
-                    }
-                } else if (saved != null) {
-                    Log.debug(tail.name() + " has the inode of " + saved.path().getFileName()
-                            + " but other first bytes: a new file, read from the start");
-                    positions.retire(found.key());
-                } else if (startup && settings.startAt() == StartAt.TAIL) {
-                    tail.offset = lastLineStart(channel, size);
-                    tail.skippingLongLine = tail.offset == size && size > 0 && !endsWithNewline(channel, size);
-                }
-                tail.fingerprint = Fingerprint.read(channel);
-                tails.put(tail.key, tail);
-                Log.debug("following " + tail.name() + " from byte " + tail.offset);
-                idle(tail); // thousands of files at startup must not hold thousands of descriptors
-            } catch (IOException e) {
-                Log.warnOnce("read:" + tail.name(), "cannot read " + tail.name() + ": " + reason(e) + "; will retry");
-                closeTail(tail);
-            }
-        }
-
-        /** With --start-at tail: the start of the last, unfinished line (or the end if all are whole). */
-        private long lastLineStart(FileChannel channel, long size) throws IOException {
-            byte[] chunk = new byte[LineReader.CHUNK];
-            long end = size;
-            long lowest = Math.max(0, size - settings.maxLineBytes() - 1L);
-            while (end > lowest) {
-                int length = (int) Math.min(chunk.length, end - lowest);
-                long from = end - length;
-                int got = readAt(channel, chunk, length, from);
-                for (int i = got - 1; i >= 0; i--) {
-                    if (chunk[i] == '\n') return from + i + 1;
-                }
-                end = from;
-            }
-            return lowest == 0 ? 0 : size;
-        }
-
-        private static boolean endsWithNewline(FileChannel channel, long size) throws IOException {
-            byte[] last = new byte[1];
-            return readAt(channel, last, 1, size - 1) == 1 && last[0] == '\n';
-        }
-
-        /**
-         * A .gz is shipped only once its stream is complete. If its decompressed start matches a file
-         * we already shipped (it is that file, rotated and compressed), only what lies past that
-         * file's offset is new.
-         */
-        private void adoptArchive(Found found) {
-            Long heldAtSize = archivesOnHold.get(found.key());
-            if (heldAtSize != null && heldAtSize == found.size()) return; // unchanged since we last looked
-            ArchiveCheck check;
-            try {
-                check = ArchiveCheck.of(found.path());
-            } catch (IOException e) {
-                Log.warnOnce("read:" + found.path(), "cannot read " + found.path().getFileName() + ": " + reason(e));
-                return;
-            }
-            String name = found.path().getFileName().toString();
-            if (check instanceof ArchiveCheck.Incomplete) {
-                Log.debug(name + " is not a complete gzip stream yet; waiting for its writer");
-                archivesOnHold.put(found.key(), found.size());
-                return;
-            }
-            if (check instanceof ArchiveCheck.Corrupt corrupt) {
-                Log.warnOnce("corrupt:" + found.key() + ":" + found.size(), "skipping " + name
-                        + ": not a valid gzip file (" + corrupt.why() + ")");
-                archivesOnHold.put(found.key(), found.size());
-                return;
-            }
-            ArchiveCheck.Complete complete = (ArchiveCheck.Complete) check;
-            archivesOnHold.remove(found.key());
-            Tail tail = new Tail(found.key(), found.path(), true);
-            tail.archiveSize = found.size();
-            tail.archiveModifiedMicros = modifiedMicros(found.path());
-            tail.fingerprint = Fingerprint.of(complete.head(), complete.headLength());
-            Positions.Entry saved = positions.get(found.key());
-            // An empty fingerprint proves nothing: a replaced archive may have the old one's inode.
-            if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
-                    && saved.fingerprint().matchesStartOf(complete.head(), complete.headLength())) {
-                tail.offset = saved.offset();
-            } else {
-                if (saved != null) positions.retire(found.key()); // its inode went to this archive
-                Tail original = liveOriginalOf(complete);
-                if (original != null) {
-                    Log.debug("holding " + name + " until " + original.name() + ", its uncompressed original, is done");
-                    return;
-                }
-                Positions.Entry shipped = shippedOriginalOf(complete);
-                if (shipped != null) {
-                    tail.offset = Math.min(shipped.offset(), complete.length());
-                    tail.skippingLongLine = shipped.skippingLongLine();
-                    Log.info(name + " is " + shipped.path().getFileName() + " compressed; shipping only the "
-                            + (complete.length() - tail.offset) + " bytes not shipped before");
-                }
-            }
-            tail.finished = tail.offset >= complete.length();
-            tails.put(tail.key, tail);
-        }
-
-        private Tail liveOriginalOf(ArchiveCheck.Complete archive) {
-            for (Tail t : tails.values()) {
-                if (t.compressed) continue;
-                // Compare with what the open file holds now, not the tail's last fingerprint: the file
-                // may have grown or been rewritten since, and its compressed copy already says so.
-                Fingerprint now = t.fingerprint;
-                if (t.channel != null) {
-                    try {
-                        now = Fingerprint.read(t.channel);
-                    } catch (IOException e) {
-                        continue;
-                    }
-                }
-                // The original is at least as long as its copy: a shorter file that merely starts the
-                // same way (a line half written, a shared timestamp) must not hold the archive back.
-                boolean longEnough = now.length() >= Math.min(Fingerprint.SIZE, archive.headLength());
-                if (now.length() > 0 && longEnough && now.matchesStartOf(archive.head(), archive.headLength())) return t;
-            }
-            return null;
-        }
-
-        private Positions.Entry shippedOriginalOf(ArchiveCheck.Complete archive) {
-            return positions.all().stream()
-                    .filter(e -> !e.compressed() && e.fingerprint().length() > 0
-                            && e.fingerprint().matchesStartOf(archive.head(), archive.headLength()))
-                    .max(Comparator.comparingInt((Positions.Entry e) -> e.fingerprint().length())
-                            .thenComparingLong(Positions.Entry::lastSeenMillis))
-                    .orElse(null);
-        }
-
-        /**
-         * Reads the given tails round-robin, each for at most one turn at a time, until none has more
-         * or the deadline passes: one busy file cannot starve the others.
-         */
-        boolean readUntilCaughtUp(Collection<Tail> due, long deadlineNanos, boolean shipTrailingPartials)
-                throws IOException {
-            ArrayDeque<Tail> queue = new ArrayDeque<>(due);
-            while (!queue.isEmpty()) {
-                if (deadlineNanos != Long.MAX_VALUE && System.nanoTime() - deadlineNanos >= 0) return false;
-                if (shutdown.cutShort()) return false;
-                Tail tail = queue.poll();
-                if (!tails.containsKey(tail.key)) continue;
-                if (readTurn(tail, shipTrailingPartials)) queue.add(tail);
-            }
-            return true;
-        }
-
-        /** One turn on one file. True when the turn ran out before the file did. */
-        private boolean readTurn(Tail tail, boolean shipTrailingPartial) throws IOException {
-            try {
-                return tail.compressed ? readArchiveTurn(tail) : readPlainTurn(tail, shipTrailingPartial);
-            } catch (StdoutFailed e) {
-                throw e;
-            } catch (IOException e) {
-                Log.warnOnce("read:" + tail.name(), "cannot read " + tail.name() + ": " + reason(e) + "; will retry");
-                closeTail(tail);
-                return false;
-            }
-        }
-
-        private boolean readPlainTurn(Tail tail, boolean shipTrailingPartial) throws IOException {
-            FileChannel channel = tail.channel != null ? tail.channel : reopen(tail);
-            if (channel == null) return false;
-            long size = channel.size();
-            // The marker is checked even when the size is unchanged: a file truncated and rewritten to
-            // exactly its old length would otherwise pass for unchanged until it grew again.
-            if (size < tail.offset || !tail.marker.stillBefore(channel, tail.offset)) {
-                Log.warn(tail.name() + " was truncated; reading it again from the start");
-                tail.restartFromTop();
-            }
-            if (size <= tail.offset) {
-                idle(tail);
-                return false;
-            }
-            long from = tail.offset;
-            sink.from(tail.name());
-            Progress progress = reader.read((into, position) -> channel.read(ByteBuffer.wrap(into), position),
-                    from, tail.skippingLongLine, TURN_BYTES, shipTrailingPartial, sink);
-            commit(tail, progress);
-            tail.marker = Marker.before(channel, tail.offset);
-            // Retake the fingerprint while reading the file's first KiB: it may have been rewritten at
-            // offset 0 (nothing shipped, so no marker to notice), and a short one is widened.
-            if (from < Fingerprint.SIZE || tail.fingerprint.length() < Fingerprint.SIZE) {
-                tail.fingerprint = Fingerprint.read(channel);
-            }
-            if (!progress.turnUsedUp()) idle(tail);
-            return progress.turnUsedUp();
-        }
-
-        private boolean readArchiveTurn(Tail tail) throws IOException {
-            if (tail.finished) return false;
-            if (tail.inflated == null) {
-                tail.inflated = new GZIPInputStream(Files.newInputStream(tail.path), LineReader.CHUNK);
-                tail.inflated.skipNBytes(tail.offset);
-                openFiles++;
-            }
-            InputStream in = tail.inflated;
-            sink.from(tail.name());
-            Progress progress = reader.read((into, position) -> in.readNBytes(into, 0, into.length),
-                    tail.offset, tail.skippingLongLine, TURN_BYTES, true, sink);
-            commit(tail, progress);
-            if (progress.turnUsedUp()) return true;
-            tail.finished = true;
-            closeTail(tail);
-            Log.debug("shipped the archive " + tail.name());
-            return false;
-        }
-
-        /** Stdout accepted the lines: only now may the offset move past them. */
-        private void commit(Tail tail, Progress progress) throws IOException {
-            sink.flush();
-            if (progress.offset() > tail.offset) tail.lastGrowthNanos = System.nanoTime();
-            tail.offset = progress.offset();
-            tail.skippingLongLine = progress.skippingLongLine();
-            if (progress.cut() > 0) {
-                tail.cutLines += progress.cut();
-                Log.warnOnce("cut:" + tail.key, tail.name() + ": a line longer than " + settings.maxLineBytes()
-                        + " bytes was cut at that length and its rest dropped (" + tail.cutLines + " so far in this file)");
-            }
-            positionsDirty = true;
-        }
-
-        /** Caught up with a file: give its descriptor back if we hold too many. */
-        private void idle(Tail tail) {
-            if (openFiles > maxOpenFiles && !tail.renamedAwayOrDeleted()) closeTail(tail);
-        }
-
-        /** Opens a tail's file by its name, if that name still leads to the tail's file. */
-        private FileChannel open(Tail tail) {
-            try {
-                FileChannel channel = openIfStill(tail.path, tail.key);
-                if (channel == null) return null;
-                tail.channel = channel;
-                openFiles++;
-                Log.forget("read:" + tail.name());
-                return tail.channel;
-            } catch (NoSuchFileException e) {
-                return null;
-            } catch (IOException e) {
-                Log.warnOnce("read:" + tail.name(), "cannot read " + tail.name() + ": " + reason(e)
-                        + "; will retry at each rescan");
-                return null;
-            }
-        }
-
-        /** Reopens a tail closed to save descriptors, but only if its name still leads to the same file. */
-        private FileChannel reopen(Tail tail) throws IOException {
-            if (open(tail) == null && !reopenElsewhere(tail)) return null;
-            if (!tail.fingerprint.matches(tail.channel)) {
-                // The inode was freed while we held no handle and a new file got it: a new file.
-                Log.debug(tail.name() + " is a new file that reuses an old inode; reading it from the start");
-                positions.retire(tail.key);
-                tail.restartFromTop();
-            }
-            return tail.channel;
-        }
-
-        private static void closeQuietly(FileChannel channel) {
-            try {
-                channel.close();
-            } catch (IOException e) {
-                // a read-only handle: nothing to lose
-            }
-        }
-
-        private void closeTail(Tail tail) {
-            if (tail.channel != null || tail.inflated != null) openFiles--;
-            tail.closeQuietly();
-        }
-
-        /** Renamed-away or deleted files are closed once they have been quiet for --rotate-wait. */
-        private void closeQuietRotatedFiles() {
-            long now = System.nanoTime();
-            long quiet = settings.rotateWait().toNanos();
-            for (Iterator<Tail> it = tails.values().iterator(); it.hasNext(); ) {
-                Tail tail = it.next();
-                if (tail.renamedAwayOrDeleted() && now - tail.goneSinceNanos >= quiet
-                        && now - tail.lastGrowthNanos >= quiet) {
-                    Log.debug("done with " + tail.name() + " (renamed away or deleted, and quiet)");
-                    remember(tail);
-                    closeTail(tail);
-                    it.remove();
-                }
-            }
-        }
-
-        /** Keeps a finished tail's position: a restart or its compressed copy may still need it. */
-        private void remember(Tail tail) {
-            positions.put(entryOf(tail));
-            positionsDirty = true;
-        }
-
-        private Positions.Entry entryOf(Tail tail) {
-            return new Positions.Entry(tail.key, tail.fingerprint, tail.offset, tail.skippingLongLine, tail.marker,
-                    tail.compressed, System.currentTimeMillis(), tail.path);
-        }
-
-        private void maybeSavePositions() {
-            if (positionsDirty && System.nanoTime() - lastSaveNanos >= SAVE_EVERY_NANOS) savePositions();
-        }
-
-        void savePositions() {
-            for (Tail tail : tails.values()) positions.put(entryOf(tail));
-            positions.forgetOlderThan(forgetCutoff());
-            try {
-                positions.save();
-                positionsDirty = false;
-            } catch (IOException e) {
-                Log.warnOnce("save", "cannot save positions: " + reason(e) + "; will retry");
-            }
-            lastSaveNanos = System.nanoTime();
-        }
-
-        /**
-         * After a signal: no more discovery beyond one last look, ship what the files hold now, flush,
-         * save. Bounded by --drain-timeout, and cut short by a second signal.
-         */
-        private int drain() throws IOException {
-            long deadline = System.nanoTime() + settings.drainTimeout().toNanos();
-            reconcile(discovery.scan(), false);
-            boolean complete = readUntilCaughtUp(new ArrayList<>(tails.values()), deadline, false);
-            savePositions();
-            if (!complete) {
-                Log.warn(shutdown.cutShort() ? "drain cut short by a second signal; unshipped lines remain in the files"
-                        : "drain timed out after " + human(settings.drainTimeout()) + "; unshipped lines remain in the files");
-                return 1;
-            }
-            Log.info("drained; shipped " + sink.lines + " line(s) in all");
-            return 0;
         }
     }
 
-    /** stdout is gone (the reader closed the pipe): nothing can be shipped any more. */
-    static final class StdoutFailed extends IOException {
-        StdoutFailed(IOException cause) { super(cause); }
+    /** The reason in an I/O error, as a user would say it ("permission denied", not a class name). */
+    static String reason(Exception e) {
+        if (e instanceof AccessDeniedException) return "permission denied";
+        if (e instanceof FileSystemException fse && fse.getReason() != null) return fse.getReason();
+        if (e instanceof FileAlreadyExistsException) return "a file is in the way";
+        return e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
     }
 
     static long modifiedMicros(Path path) {
@@ -1819,7 +2064,8 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
-    static String human(Duration d) {
+    /** A duration as the user would write it: 500ms, 10s. */
+    static String formatDuration(Duration d) {
         if (d.toMillis() % 1000 != 0) return d.toMillis() + "ms";
         return d.toSeconds() + "s";
     }

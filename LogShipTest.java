@@ -223,8 +223,9 @@ public class LogShipTest {
             all.addAll(List.of(args));
             LogShip.Settings s = settings(Map.of(), all.toArray(String[]::new));
             LogShip.Log.level = s.level();
-            shipper = new LogShip.Shipper(s, new LogShip.Sink(stdout, s.format()), new LogShip.Shutdown(s.drainTimeout()),
-                    LogShip.Positions.open(s.stateFile()));
+            LogShip.Wakeup wakeup = new LogShip.Wakeup();
+            shipper = new LogShip.Shipper(s, new LogShip.Sink(stdout, s.format()),
+                    new LogShip.Shutdown(s.drainTimeout(), wakeup), wakeup, LogShip.Positions.open(s.stateFile()));
         }
 
         InProcess start() {
@@ -234,7 +235,7 @@ public class LogShipTest {
 
         String poll() throws IOException {
             int before = stdout.size();
-            shipper.pollEverything();
+            shipper.tick();
             return stdout.toString(StandardCharsets.UTF_8).substring(before);
         }
 
@@ -1728,6 +1729,24 @@ public class LogShipTest {
         static final class History {
             enum Fate { PENDING, MUST, MAY }
 
+            /** What a history can do next, and how often (weights out of 100; after Vector's FileWatcherAction). */
+            enum Action {
+                APPEND_A_FEW(30), APPEND_PARTIAL(8), POLL(20), ROTATE(6), COPYTRUNCATE(5), DELETE(4),
+                COMPRESS_ROTATED(4), SAVE(5), RESTART(5), KILL(3), APPEND_MANY(10);
+
+                final int weight;
+
+                Action(int weight) { this.weight = weight; }
+
+                static Action draw(int dice) {
+                    for (Action action : values()) {
+                        if (dice < action.weight) return action;
+                        dice -= action.weight;
+                    }
+                    throw new IllegalArgumentException("weights add up to less than " + dice);
+                }
+            }
+
             /** One generation of one file: what its writer wrote into it, line by line. */
             static final class Generation {
                 final int id;
@@ -1779,19 +1798,21 @@ public class LogShipTest {
             void play(int steps) throws Exception {
                 for (String name : List.of("a.log", "b.log")) create(name);
                 for (int step = 0; step < steps; step++) {
-                    int dice = random.nextInt(100);
+                    Action action = Action.draw(random.nextInt(100));
                     String name = random.nextBoolean() ? "a.log" : "b.log";
-                    if (dice < 30) append(name, 1 + random.nextInt(5));
-                    else if (dice < 38) appendPartial(name);
-                    else if (dice < 58) poll();
-                    else if (dice < 64) rotate(name);
-                    else if (dice < 69) copytruncate(name);
-                    else if (dice < 73) delete(name);
-                    else if (dice < 77) compressRotated(name);
-                    else if (dice < 82) save();
-                    else if (dice < 87) restart();
-                    else if (dice < 90) kill();
-                    else append(name, 20 + random.nextInt(200));
+                    switch (action) {
+                        case APPEND_A_FEW -> append(name, 1 + random.nextInt(5));
+                        case APPEND_PARTIAL -> appendPartial(name);
+                        case POLL -> poll();
+                        case ROTATE -> rotate(name);
+                        case COPYTRUNCATE -> copytruncate(name);
+                        case DELETE -> delete(name);
+                        case COMPRESS_ROTATED -> compressRotated(name);
+                        case SAVE -> save();
+                        case RESTART -> restart();
+                        case KILL -> kill();
+                        case APPEND_MANY -> append(name, 20 + random.nextInt(200));
+                    }
                 }
                 for (Generation g : generations) finishPartial(g);
                 poll();
