@@ -57,6 +57,7 @@ import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.BooleanSupplier;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
@@ -586,19 +587,28 @@ public class LogShip implements Callable<Integer> {
 
         /**
          * Reads the given tails round-robin, each for at most one turn at a time, until none has more
-         * or the deadline passes: one busy file cannot starve the others.
+         * or the deadline passes: one busy file cannot starve the others. A backlog can take minutes
+         * to ship to a slow reader, so positions are saved between turns when due, and a stop
+         * request ends the reading here (the drain then takes over within its bound).
          */
         boolean readUntilCaughtUp(Collection<Tail> due, long deadlineNanos, boolean shipTrailingPartials)
                 throws IOException {
+            boolean draining = shutdown.requested();
+            BooleanSupplier mustStop = () -> shutdown.cutShort() || (!draining && shutdown.requested())
+                    || (deadlineNanos != NO_DEADLINE && System.nanoTime() - deadlineNanos >= 0);
+            // A turn writing to a slow reader can take seconds: it ends early, at a chunk, when the
+            // loop must stop or a save is due, so neither waits for a whole turn.
+            Turn turn = new Turn(TURN_BYTES, shipTrailingPartials,
+                    () -> mustStop.getAsBoolean() || ticker.saveDue(true));
             ArrayDeque<Tail> queue = new ArrayDeque<>(due);
             while (!queue.isEmpty()) {
-                if (deadlineNanos != NO_DEADLINE && System.nanoTime() - deadlineNanos >= 0) return false;
-                if (shutdown.cutShort()) return false;
+                if (mustStop.getAsBoolean()) return false;
                 Tail tail = queue.poll();
                 if (!tails.containsKey(tail.key)) continue;
-                boolean moreToRead = tail.readTurn(shipTrailingPartials);
+                boolean moreToRead = tail.readTurn(turn);
                 if (tail.takeCommitted()) positionsDirty = true;
                 if (moreToRead) queue.add(tail);
+                if (ticker.saveDue(positionsDirty)) savePositions();
             }
             return true;
         }
@@ -870,7 +880,7 @@ public class LogShip implements Callable<Integer> {
         private boolean committed;
         // Compressed files only: the decompressed stream positioned at the offset, whether all of it
         // was shipped, and the archive's size and time when it was found complete.
-        private InputStream inflated;
+        private ArchiveStream inflated;
         private boolean finished;
         private long archiveSize;
         private long archiveModifiedMicros;
@@ -993,9 +1003,9 @@ public class LogShip implements Callable<Integer> {
          * One turn on this file: at most Shipper.TURN_BYTES, never stopping inside a line. True when
          * the turn ran out before the file did. A file that cannot be read now is closed and retried.
          */
-        boolean readTurn(boolean shipTrailingPartial) throws IOException {
+        boolean readTurn(Turn turn) throws IOException {
             try {
-                return compressed ? readArchiveTurn() : readPlainTurn(shipTrailingPartial);
+                return compressed ? readArchiveTurn(turn) : readPlainTurn(turn);
             } catch (StdoutFailed e) {
                 throw e;
             } catch (IOException e) {
@@ -1005,7 +1015,7 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
-        private boolean readPlainTurn(boolean shipTrailingPartial) throws IOException {
+        private boolean readPlainTurn(Turn turn) throws IOException {
             FileChannel file = channel != null ? channel : reopen();
             if (file == null) return false;
             long size = file.size();
@@ -1021,7 +1031,7 @@ public class LogShip implements Callable<Integer> {
             }
             long from = at.offset();
             Progress progress = shared.reader().read((into, position) -> file.read(ByteBuffer.wrap(into), position),
-                    from, at.skippingLongLine(), Shipper.TURN_BYTES, shipTrailingPartial, origin(), shared.sink());
+                    from, at.skippingLongLine(), turn, origin(), shared.sink());
             commit(progress);
             at = at.withMarker(Marker.before(file, at.offset()));
             // Retake the fingerprint while reading the file's first KiB: it may have been rewritten at
@@ -1033,15 +1043,15 @@ public class LogShip implements Callable<Integer> {
             return progress.moreToRead();
         }
 
-        private boolean readArchiveTurn() throws IOException {
+        private boolean readArchiveTurn(Turn turn) throws IOException {
             if (finished) return false;
             if (inflated == null) {
-                inflated = shared.descriptors().openArchive(path);
-                inflated.skipNBytes(at.offset());
+                inflated = new ArchiveStream(shared.descriptors().openArchive(path));
+                inflated.skip(at.offset());
             }
-            InputStream in = inflated;
-            Progress progress = shared.reader().read((into, position) -> in.readNBytes(into, 0, into.length),
-                    at.offset(), at.skippingLongLine(), Shipper.TURN_BYTES, true, origin(), shared.sink());
+            // An archive's last line is whole even without a newline: nothing will ever be added.
+            Progress progress = shared.reader().read(inflated, at.offset(), at.skippingLongLine(),
+                    turn.shippingTrailingPartials(), origin(), shared.sink());
             commit(progress);
             if (progress.moreToRead()) return true;
             finished = true;
@@ -1290,6 +1300,43 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
+    /**
+     * An archive's decompressed bytes as a ByteSource: read in order, with the bytes a turn did not
+     * use kept to be read first next turn (a stream cannot go back).
+     */
+    static final class ArchiveStream implements ByteSource, Closeable {
+        private final InputStream inflated;
+        private byte[] kept = new byte[0];
+        private int keptFrom;
+
+        ArchiveStream(InputStream inflated) { this.inflated = inflated; }
+
+        void skip(long bytes) throws IOException { inflated.skipNBytes(bytes); }
+
+        @Override
+        public int read(byte[] into, long position) throws IOException {
+            if (keptFrom < kept.length) {
+                int n = Math.min(into.length, kept.length - keptFrom);
+                System.arraycopy(kept, keptFrom, into, 0, n);
+                keptFrom += n;
+                return n;
+            }
+            return inflated.readNBytes(into, 0, into.length);
+        }
+
+        @Override
+        public void unread(byte[] bytes, int from, int length) {
+            byte[] rest = Arrays.copyOfRange(kept, keptFrom, kept.length);
+            kept = new byte[length + rest.length];
+            System.arraycopy(bytes, from, kept, 0, length);
+            System.arraycopy(rest, 0, kept, length, rest.length);
+            keptFrom = 0;
+        }
+
+        @Override
+        public void close() throws IOException { inflated.close(); }
+    }
+
     /** The verdict on a .gz file: ship it, wait for its writer, or give up on it. */
     sealed interface ArchiveCheck {
         /** The whole stream inflates; head holds its first decompressed bytes. */
@@ -1421,12 +1468,26 @@ public class LogShip implements Callable<Integer> {
     // Lines: bytes in, whole lines out.
     // =============================================================================================
 
-    /** What one turn of reading achieved; moreToRead when the turn ran out before the data did. */
+    /**
+     * What one turn on one file may do: read up to {@code bytes}, ship a last line that lacks its
+     * newline or not, and end early (between chunks) when {@code endEarly} says so.
+     */
+    record Turn(long bytes, boolean shipTrailingPartial, BooleanSupplier endEarly) {
+        Turn shippingTrailingPartials() { return new Turn(bytes, true, endEarly); }
+    }
+
+    /** What one turn of reading achieved; moreToRead when the turn ended before the data did. */
     record Progress(long offset, boolean skippingLongLine, boolean moreToRead, long lines, long cut) {}
 
     /** Where a LineReader gets bytes from: positional reads for plain files, a stream for archives. */
     interface ByteSource {
         int read(byte[] into, long position) throws IOException;
+
+        /**
+         * Takes back bytes read but not used, to be read again first. Positional sources read them
+         * again by position anyway; a stream (an archive) must keep them.
+         */
+        default void unread(byte[] bytes, int from, int length) {}
     }
 
     /**
@@ -1447,17 +1508,18 @@ public class LogShip implements Callable<Integer> {
         private long committed;
         private int lineLength;
         private boolean skipping;
+        private boolean stopAtLineEnd;
         private long lines;
         private long cut;
 
         LineReader(int maxLineBytes) { this.maxLineBytes = maxLineBytes; }
 
         /**
-         * Reads from {@code start} until the data ends or {@code turnBytes} are used up; never stops
-         * inside a line, so a long line always completes within one turn.
+         * Reads from {@code start} until the data ends, or the turn's bytes are used up, or the turn
+         * is ended early; never inside a line, so a long line completes within one turn.
          */
-        Progress read(ByteSource source, long start, boolean skippingLongLine, long turnBytes,
-                      boolean shipTrailingPartial, Sink.Origin from, Sink to) throws IOException {
+        Progress read(ByteSource source, long start, boolean skippingLongLine, Turn turn, Sink.Origin from,
+                      Sink to) throws IOException {
             sink = to;
             origin = from;
             committed = start;
@@ -1467,25 +1529,37 @@ public class LogShip implements Callable<Integer> {
             cut = 0;
             long position = start;
             boolean moreToRead = false;
+            stopAtLineEnd = false;
             while (true) {
-                if (position - start >= turnBytes && lineLength == 0) {
+                // Checked once a chunk (the time check is not free); the turn then ends where the
+                // line in progress ends, in this chunk or the next.
+                stopAtLineEnd = position - start >= turn.bytes() || turn.endEarly().getAsBoolean();
+                if (stopAtLineEnd && lineLength == 0) {
                     moreToRead = true;
                     break;
                 }
                 int n = source.read(chunk, position);
                 if (n <= 0) break;
-                split(position, n);
-                position += n;
+                int used = split(position, n);
+                position += used;
+                if (used < n) {
+                    source.unread(chunk, used, n - used);
+                    moreToRead = true;
+                    break;
+                }
             }
-            if (lineLength > 0 && shipTrailingPartial) {
+            if (lineLength > 0 && turn.shipTrailingPartial() && !moreToRead) {
                 ship(false);
                 committed = position;
             }
             return new Progress(committed, skipping, moreToRead, lines, cut);
         }
 
-        /** Splits the chunk just read at {@code chunkStart} into lines. */
-        private void split(long chunkStart, int n) throws StdoutFailed {
+        /**
+         * Splits the chunk just read at {@code chunkStart} into lines; returns how many of its bytes
+         * were used, fewer than n when the turn ended at a line end inside it.
+         */
+        private int split(long chunkStart, int n) throws StdoutFailed {
             int i = 0;
             while (i < n) {
                 int newline = indexOfNewline(chunk, i, n);
@@ -1500,7 +1574,9 @@ public class LogShip implements Callable<Integer> {
                     collect(i, end, lineEnds, after);
                 }
                 i = lineEnds ? newline + 1 : n;
+                if (lineEnds && stopAtLineEnd) return i;
             }
+            return n;
         }
 
         /** Adds chunk[from, to) to the line; ships it when it ends or reaches the limit. */

@@ -385,6 +385,49 @@ public class LogShipTest {
         }
     }
 
+    /** Reads a process's stdout slowly (~1.5 MB/s), like a log agent that cannot keep up. */
+    static final class SlowReader {
+        private final ByteArrayOutputStream received = new ByteArrayOutputStream();
+        private final Thread thread;
+
+        SlowReader(InputStream from) {
+            thread = new Thread(() -> {
+                byte[] buffer = new byte[16 * 1024];
+                try {
+                    for (int n; (n = from.read(buffer)) > 0; ) {
+                        synchronized (received) {
+                            received.write(buffer, 0, n);
+                        }
+                        Thread.sleep(10);
+                    }
+                } catch (IOException | InterruptedException e) {
+                    // the process ended
+                }
+            }, "slow-reader");
+            thread.setDaemon(true);
+            thread.start();
+        }
+
+        long lines() {
+            synchronized (received) {
+                return count(received.toString(StandardCharsets.UTF_8), "\n");
+            }
+        }
+
+        List<String> completeLines() {
+            String text;
+            synchronized (received) {
+                text = received.toString(StandardCharsets.UTF_8);
+            }
+            int end = text.lastIndexOf('\n');
+            return end < 0 ? List.of() : List.of(text.substring(0, end).split("\n", -1));
+        }
+
+        void awaitEnd() throws InterruptedException {
+            thread.join(PATIENCE.toMillis());
+        }
+    }
+
     /** Compares shipped lines with what must come out, reporting the first difference, not a 2 MB dump. */
     static void assertLines(List<String> expected, List<String> actual) {
         if (expected.equals(actual)) return;
@@ -1362,6 +1405,36 @@ public class LogShipTest {
         }
 
         @Test
+        void aBacklogShippedToASlowReaderIsSavedAsItGoesAndSigtermStillSaves() throws Exception {
+            Path log = logs().resolve("backlog.log");
+            int total = 400_000;
+            append(log, numbered("backlog line ", 0, total));
+            List<String> shipped;
+            try (Shipped run = Shipped.start(env("LOG_DRAIN_TIMEOUT", "1s"), false)) {
+                SlowReader reader = new SlowReader(run.process.getInputStream());
+                await("a position saved while the backlog is still being shipped", PATIENCE,
+                        () -> Files.exists(state()) || !run.process.isAlive(), run::stderr);
+                // Without saves during the backlog the file appears only once it is all written (the
+                // reader then trails by no more than a pipe buffer); the reader needs ~5 s for all.
+                assertTrue(reader.lines() < total / 2, "positions were saved only once the backlog was shipped");
+                run.signal("TERM");
+                assertEquals(1, run.awaitExit(), "a drain that cannot finish in time exits 1; stderr:\n" + run.stderr());
+                assertTrue(run.stderr().contains("drain timed out"), run::stderr);
+                reader.awaitEnd();
+                shipped = new ArrayList<>(reader.completeLines());
+            }
+            assertTrue(shipped.size() < total, "the slow reader cannot have taken everything");
+            Shipped rest = Shipped.start(env(), "--once");
+            assertEquals(0, rest.awaitExit(), rest::stderr);
+            List<String> again = rest.lines();
+            // Resumed from the last save (at most a second behind stdout), not from the top.
+            assertNotEquals("backlog line 0", again.get(0), "SIGTERM saved nothing: everything was shipped again");
+            int duplicates = shipped.size() + again.size() - total;
+            assertTrue(duplicates >= 0 && duplicates < total / 4, "duplicates: " + duplicates);
+            assertLines(numberedLines("backlog line ", 0, total), concat(shipped, again).stream().distinct().toList());
+        }
+
+        @Test
         void aLineCompletedAfterARestartIsShippedOnceAndWhole() throws Exception {
             Path log = logs().resolve("a.log");
             append(log, "whole\nhalf of a ");
@@ -1549,6 +1622,20 @@ public class LogShipTest {
         }
 
         @Test
+        void anArchiveLargerThanATurnIsShippedWholeAcrossTurns() throws Exception {
+            // Turns end at line ends inside chunks; an archive's stream must keep the rest for the
+            // next turn, or the lines after a turn's end would be skipped.
+            String text = IntStream.range(0, 5_000).mapToObj(i -> String.format("%06d", i) + "z".repeat(994) + "\n")
+                    .collect(Collectors.joining());
+            gzip(logs().resolve("big.log.gz"), text);
+            append(logs().resolve("other.log"), "other\n");
+            InProcess shipper = new InProcess(logs(), "-p", ".+\\.(gz|log)").start();
+            List<String> out = new ArrayList<>(shipper.poll().lines().toList());
+            assertTrue(out.remove("other"));
+            assertLines(text.lines().toList(), out);
+        }
+
+        @Test
         void aGzipArchiveIsShippedOnce() throws IOException {
             gzip(logs().resolve("old.log.gz"), numbered("zipped", 0, 1000) + "last without newline");
             Map<String, String> env = env("LOG_FILE_PATTERN", ".+\\.gz");
@@ -1646,6 +1733,32 @@ public class LogShipTest {
                 assertEquals(3 * files, new java.util.HashSet<>(lines).size(), "no line twice");
                 assertFalse(run.stderr().contains("Too many open files"), run.stderr());
             }
+        }
+
+        @Test
+        void aTurnEndsAtTheFirstLineEndPastItsBytesWhereverTheChunksFall() throws Exception {
+            // 1001-byte lines end on a 64 KiB chunk boundary only every 1001 chunks: a turn that
+            // could end only there would read 64 MB before another file got its turn.
+            byte[] data = ("x".repeat(1000) + "\n").repeat(20_000).getBytes(StandardCharsets.US_ASCII);
+            LogShip.ByteSource source = (into, position) -> {
+                int n = (int) Math.min(into.length, data.length - position);
+                System.arraycopy(data, (int) position, into, 0, Math.max(n, 0));
+                return n;
+            };
+            LogShip.Sink sink = new LogShip.Sink(new ByteArrayOutputStream(), LogShip.Format.RAW);
+            LogShip.LineReader reader = new LogShip.LineReader(1 << 20);
+            long turn = 1 << 20;
+            LogShip.Progress first = reader.read(source, 0, false, new LogShip.Turn(turn, false, () -> false),
+                    sink.originOf("busy.log"), sink);
+            assertTrue(first.moreToRead(), "a 20 MB file is not read in one turn");
+            assertTrue(first.offset() >= turn && first.offset() <= turn + 1001, "the turn read " + first.offset());
+            assertEquals(0, first.offset() % 1001, "a turn ends at a line end");
+            // Ended early (a stop or a due save), it ends at the next line end, not the turn's end.
+            LogShip.Progress early = reader.read(source, first.offset(), false, new LogShip.Turn(turn, false, () -> true),
+                    sink.originOf("busy.log"), sink);
+            assertTrue(early.offset() - first.offset() <= LogShip.LineReader.CHUNK + 1001,
+                    "an early end still read " + (early.offset() - first.offset()));
+            assertEquals(0, early.offset() % 1001);
         }
 
         @Test
