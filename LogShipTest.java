@@ -2335,62 +2335,172 @@ public class LogShipTest {
         }
 
         @Test
-        void imageEntrypointShipsAReadOnlyDirectoryAsItsUserAndExitsZeroOnSigterm() throws Exception {
+        void runtimeStageIsDistrolessWithTheJlinkRuntimeTheJarAndTheAotCacheOnly() throws IOException {
             Dockerfile.Stage runtime = dockerfile().runtime();
-            assertTrue(runtime.uid() > 0 && runtime.gid() > 0, "USER must be numeric and non-root: " + runtime.user);
-            assertFalse(runtime.from.endsWith(":latest") || !runtime.from.contains(":"), "pin the base: " + runtime.from);
-            List<String> entrypoint = runtime.entrypoint();
-            assertEquals("java", entrypoint.get(0));
-            int jarArg = entrypoint.indexOf("-jar") + 1;
-            assertTrue(jarArg > 0 && jarArg < entrypoint.size(), "ENTRYPOINT must run -jar <jar>: " + entrypoint);
-            String jarInImage = entrypoint.get(jarArg);
+            assertTrue(runtime.uid() > 0 && runtime.gid() > 0, "USER must be numeric and non-root: " + runtime.user());
+            // A moving tag is allowed only because no digest can be looked up here; the Dockerfile says so.
+            assertTrue(runtime.from().matches("gcr\\.io/distroless/base-debian\\d+(@sha256:[0-9a-f]{64})?"),
+                    "the runtime base is distroless/base (glibc, no shell): " + runtime.from());
             for (String name : List.of("LOG_DIRECTORY", "LOG_FILE_PATTERN", "LOG_SCAN_INTERVAL"))
-                assertTrue(runtime.env.containsKey(name), "the image must default " + name);
-
-            if (!Integer.valueOf(0).equals(Files.getAttribute(Path.of("/proc/self"), "unix:uid"))) {
-                skipOrFailInCi("runs the jar as the image's non-root uid via setpriv, which needs root");
-            }
-            Path java = imageJava(runtime.from);
-            Path work = Files.createTempDirectory("logship-image");
-            try {
-                chmod(work, "rwxr-xr-x");
-                // Build the jar with the Dockerfile's own command, aimed at our dir.
-                Path jar = work.resolve("app/logship.jar");
-                Files.createDirectories(jar.getParent());
-                chmod(jar.getParent(), "rwxr-xr-x");
-                dockerfile().buildCommandFor(runtime.copySourceOf(jarInImage)).run(repo, jar, java.getParent().getParent());
-                chmod(jar, "rw-r--r--");
-
-                // A log directory the image's user may read but not write, owned by root.
-                Path logs = Files.createDirectories(work.resolve("logs"));
-                Path app = logs.resolve("app.log");
-                Files.write(app, List.of("before 1", "before 2", "before 3"));
-                Files.write(logs.resolve("notes.txt"), List.of("not matched by LOG_FILE_PATTERN"));
-                for (Path f : List.of(app, logs.resolve("notes.txt"))) chmod(f, "rw-r--r--");
-                chmod(logs, "r-xr-xr-x");
-
-                // The ENTRYPOINT word for word, with the local JVM and jar swapped in,
-                // in an environment holding only what the container's would.
-                List<String> jvm = new ArrayList<>(entrypoint);
-                jvm.set(0, java.toString());
-                jvm.set(jarArg, jar.toString());
-                List<String> command = new ArrayList<>(List.of("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                        "LANG=C.UTF-8")); // the Temurin base image sets a UTF-8 locale
-                runtime.env().forEach((k, v) -> command.add(k + "=" + (k.equals("LOG_DIRECTORY") ? logs : v)));
-                command.addAll(List.of(setpriv().toString(),
-                        "--reuid=" + runtime.uid(), "--regid=" + runtime.gid(), "--clear-groups"));
-                command.addAll(jvm);
-                try (Shipped run = Shipped.launch(command, Map.of(), true)) {
-                    run.awaitReady().awaitLineCount(3);
-                    append(app, "after 1\nafter 2\n");
-                    run.awaitLineCount(5);
-                    assertEquals(0, run.terminate(), () -> "exit code after SIGTERM; stderr:\n" + run.stderr());
-                    assertEquals(List.of("after 1", "after 2", "before 1", "before 2", "before 3"),
-                            run.lines().stream().sorted().toList(), "every line once, and nothing unmatched");
-                    assertNoStackTrace(run.stderr());
+                assertTrue(runtime.env().containsKey(name), "the image must default " + name);
+            assertEquals("C.UTF-8", runtime.env().get("LANG"), "distroless sets no locale: non-ASCII names need UTF-8");
+            for (Dockerfile.Instruction i : runtime.body()) {
+                assertFalse(i.keyword().equals("RUN"), "the runtime stage has no shell to RUN with: " + i.args());
+                if (i.keyword().equals("COPY")) {
+                    Matcher copy = Pattern.compile("--from=\\S+\\s+(\\S+)\\s+(\\S+)").matcher(i.args());
+                    assertTrue(copy.matches(), "the runtime stage copies only from build stages: " + i.args());
+                    assertEquals(copy.group(1), copy.group(2), "copied to where it was built (the replay relies on it)");
+                    assertTrue(copy.group(2).startsWith(Image.HOME + "/"), "the image's files live under " + Image.HOME);
                 }
-            } finally {
-                deleteTree(work);
+            }
+            List<String> entrypoint = runtime.entrypoint();
+            assertEquals(Image.HOME + "/java/bin/java", entrypoint.get(0), "the jlink runtime's java");
+            assertTrue(entrypoint.contains("-XX:+DisplayVMOutputToStderr") && entrypoint.contains("-Xlog:all=warning:stderr")
+                    && entrypoint.indexOf("-Xlog:disable") >= 1
+                    && entrypoint.indexOf("-Xlog:disable") < entrypoint.indexOf("-Xlog:all=warning:stderr"),
+                    "every JVM-made message must stay off stdout: " + entrypoint);
+            assertTrue(entrypoint.stream().anyMatch(a -> a.startsWith("-XX:AOTCache=")), "the image starts from its AOT cache");
+        }
+
+        @Test
+        void trainingRunUsesTheEntrypointsRuntimeFlagsAndJar() throws IOException {
+            // The JVM rejects an AOT cache made by another runtime, jar or set of flags: the
+            // training command must be the ENTRYPOINT with AOTCacheOutput for AOTCache.
+            Dockerfile d = dockerfile();
+            List<String> entrypoint = d.runtime().entrypoint();
+            List<String> expected = new ArrayList<>(entrypoint.subList(0, entrypoint.indexOf("-jar") + 2));
+            expected.replaceAll(a -> a.replace("-XX:AOTCache=", "-XX:AOTCacheOutput="));
+            String training = d.buildRuns().stream().filter(i -> i.args().contains("-XX:AOTCacheOutput=")).findFirst()
+                    .orElseThrow(() -> new AssertionError("no RUN trains an AOT cache")).args();
+            List<String> words = Arrays.asList(training.split("\\s+"));
+            int java = words.indexOf(entrypoint.get(0));
+            assertTrue(java >= 0, "the training run must use " + entrypoint.get(0) + ": " + training);
+            assertEquals(expected, words.subList(java, Math.min(words.size(), java + expected.size())),
+                    "the training run's java, flags and jar");
+        }
+
+        @Test
+        void jdepsCheckStopsTheBuildWhenTheModuleListIsWrong() throws Exception {
+            Image image = Image.replay(repo); // the check passed there with the Dockerfile's list
+            Dockerfile.Instruction check = image.dockerfile.buildRuns().stream()
+                    .filter(i -> i.args().contains("jdeps ")).findFirst()
+                    .orElseThrow(() -> new AssertionError("no RUN checks the modules with jdeps"));
+            assertTrue(check.args().contains("--print-module-deps") && check.args().contains("--multi-release"), check.args());
+            Image.Run wrong = image.run(check, Map.of("MODULES", "java.base"));
+            assertNotEquals(0, wrong.exit(), "a module list missing jdk.unsupported must fail the build:\n" + wrong.output());
+            assertTrue(wrong.output().contains("jdk.unsupported"), "the failure names the module: " + wrong.output());
+        }
+
+        @Test
+        void runtimeNeedsNothingFromTheBaseButGlibc() throws Exception {
+            // distroless/base carries glibc and no zlib, libstdc++ or anything else: every
+            // shared library the runtime loads must be its own or glibc's.
+            Image image = Image.replay(repo);
+            Set<String> glibc = Set.of("linux-vdso.so.1", "libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0",
+                    "librt.so.1", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1");
+            List<Path> elves;
+            try (Stream<Path> walk = Files.walk(image.runtime())) {
+                elves = walk.filter(p -> p.toString().endsWith(".so") || p.getParent().endsWith("bin")).toList();
+            }
+            // libjava.so finds libjvm.so only because the launcher loaded it first: a name the runtime has is its own.
+            Set<String> own = elves.stream().map(p -> p.getFileName().toString()).collect(Collectors.toSet());
+            for (Path elf : elves) {
+                Process ldd = new ProcessBuilder("ldd", elf.toString()).redirectErrorStream(true).start();
+                String out = new String(ldd.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+                assertEquals(0, ldd.waitFor(), "ldd " + elf + ": " + out);
+                for (String line : out.strip().split("\n")) {
+                    String[] w = line.strip().split("\\s+");
+                    String name = Path.of(w[0]).getFileName().toString();
+                    String where = w.length > 2 && w[1].equals("=>") ? w[2] : w[0];
+                    assertTrue(glibc.contains(name) || own.contains(name) || where.startsWith(image.runtime().toString()),
+                            elf.getFileName() + " needs " + line.strip() + ", which distroless/base does not have");
+                }
+            }
+        }
+
+        @Test
+        void imageEntrypointShipsAReadOnlyDirectoryAsItsUserAndExitsZeroOnSigterm() throws Exception {
+            Image image = Image.replay(repo);
+            Path logs = image.readOnlyLogs("before 1", "before 2", "before 3");
+            try (Shipped run = image.start(logs, List.of())) {
+                run.awaitReady().awaitLineCount(3);
+                append(logs.resolve("app.log"), "after 1\nafter 2\n");
+                run.awaitLineCount(5);
+                assertEquals(0, run.terminate(), () -> "exit code after SIGTERM; stderr:\n" + run.stderr());
+                assertEquals(List.of("after 1", "after 2", "before 1", "before 2", "before 3"),
+                        run.lines().stream().sorted().toList(), "every line once, and nothing unmatched");
+                assertEquals("before 1\nbefore 2\nbefore 3\nafter 1\nafter 2\n", run.stdout(), "stdout: shipped lines only");
+                assertNoStackTrace(run.stderr());
+                assertFalse(run.stderr().contains("[aot]"), () -> "the AOT cache must load silently:\n" + run.stderr());
+            }
+        }
+
+        @Test
+        void imageStartsFromItsAotCache() throws Exception {
+            // Positive evidence: with AOTMode=on the JVM refuses to start unless it can map
+            // the cache, and the class-loading log names the cache as LogShip's source.
+            Image image = Image.replay(repo);
+            Path logs = image.readOnlyLogs("before 1", "before 2");
+            try (Shipped run = image.start(logs, List.of("-XX:AOTMode=on", "-Xlog:class+load=info:stderr"), "--once")) {
+                assertEquals(0, run.awaitExit(), () -> "AOTMode=on: the cache is unusable:\n" + tail(run.stderr()));
+                assertEquals("before 1\nbefore 2\n", run.stdout());
+                assertTrue(run.stderr().contains(" LogShip source: shared objects file"),
+                        () -> "LogShip's classes must come from the AOT cache:\n" + tail(run.stderr()));
+            }
+            // The control: AOTMode=on really refuses an unusable cache (so the pass above means something).
+            image.withStaleJar(() -> {
+                try (Shipped run = image.start(logs, List.of("-XX:AOTMode=on"), "--once")) {
+                    assertNotEquals(0, run.awaitExit(), "AOTMode=on must refuse a stale cache");
+                    assertEquals("", run.stdout());
+                }
+            });
+        }
+
+        @Test
+        void aStaleAotCacheIsSaidOnStderrAndStdoutKeepsShippedLinesOnly() throws Exception {
+            // What a build that rewrites file times would leave: the jar's mtime no longer matches
+            // the cache's record. The JVM starts without the cache and warns; Temurin 25 would
+            // print that warning on stdout, into the shipped stream, without the image's flags.
+            Image image = Image.replay(repo);
+            Path logs = image.readOnlyLogs("before 1", "before 2");
+            image.withStaleJar(() -> {
+                try (Shipped run = image.start(logs, List.of())) {
+                    run.awaitReady().awaitLineCount(2);
+                    assertEquals(0, run.terminate(), () -> "stderr:\n" + run.stderr());
+                    assertEquals("before 1\nbefore 2\n", run.stdout(), "stdout: shipped lines only");
+                    assertTrue(run.stderr().contains("[aot]"), () -> "the stale cache must be said on stderr:\n" + run.stderr());
+                }
+            });
+        }
+
+        @Test
+        void outOfMemoryDeathLeavesShippedLinesOnlyOnStdout() throws Exception {
+            // Issue 14, item 15. A heap too small for the files it follows: every file that exists
+            // is tracked (nothing may evict it), so creating files kills the image's JVM by OOM.
+            // Only -Xms/-Xmx are added after the image's flags (the last wins), and a small
+            // --max-line-bytes, so a check that the heap can hold the line limit cannot refuse it.
+            Image image = Image.replay(repo);
+            Path logs = image.readOnlyLogs("before 1");
+            chmod(logs, "rwxr-xr-x"); // the test creates files in it as root; the shipper still cannot write
+            Set<String> written = new HashSet<>(List.of("before 1"));
+            String longName = "x".repeat(200);
+            try (Shipped run = image.start(logs, List.of("-Xms6m", "-Xmx6m"), "--max-line-bytes", "4096")) {
+                run.awaitReady().awaitLineCount(1);
+                long deadline = System.nanoTime() + PATIENCE.toNanos();
+                for (int i = 0; run.process.isAlive() && i < 200_000 && System.nanoTime() < deadline; i++) {
+                    String line = "file " + i;
+                    written.add(line);
+                    Files.writeString(logs.resolve(longName + "-" + i + ".log"), line + "\n");
+                }
+                assertEquals(3, run.awaitExit(), () -> "the JVM's out-of-memory exit; stderr:\n" + tail(run.stderr()));
+                String out = run.stdout();
+                List<String> lines = out.isEmpty() ? List.of() : Arrays.asList(out.split("\n", -1));
+                List<String> foreign = lines.subList(0, lines.size() - 1).stream().filter(l -> !written.contains(l)).toList();
+                assertTrue(foreign.isEmpty(), () -> "stdout holds more than shipped lines: " + foreign.stream().limit(5).toList());
+                assertTrue(run.stderr().contains("OutOfMemoryError"), () -> "stderr:\n" + tail(run.stderr()));
+                assertTrue(lines.size() > 1, "some lines were shipped before the death");
+                assertTrue(lines.get(lines.size() - 1).isEmpty() || written.stream().anyMatch(w -> w.startsWith(lines.get(lines.size() - 1))),
+                        () -> "the last bytes on stdout: " + lines.get(lines.size() - 1));
             }
         }
 
@@ -2487,7 +2597,7 @@ public class LogShipTest {
          * continuations, comments, FROM stages, ENV (Docker's quoting rules),
          * USER, COPY, RUN and an exec-form ENTRYPOINT.
          */
-        record Dockerfile(List<Stage> stages) {
+        record Dockerfile(List<Stage> stages, Map<String, String> globalArgs) {
             record Instruction(String keyword, String args) {}
 
             record Stage(String from, String name, List<Instruction> body, Map<String, String> env, String user) {
@@ -2519,16 +2629,6 @@ public class LogShipTest {
                     });
                 }
 
-                /** "COPY --from=build /out/x.jar /app/x.jar" → (build, /out/x.jar) for dest /app/x.jar. */
-                String[] copySourceOf(String dest) {
-                    for (Instruction i : body) {
-                        Matcher m = Pattern.compile("--from=(\\S+)\\s+(\\S+)\\s+(\\S+)").matcher(i.args());
-                        if (i.keyword().equals("COPY") && m.find() && m.group(3).equals(dest))
-                            return new String[] {m.group(1), m.group(2)};
-                    }
-                    throw new AssertionError("the runtime stage never copies " + dest + " from a build stage");
-                }
-
                 Optional<Instruction> last(String keyword) {
                     Instruction found = null;
                     for (Instruction i : body) if (i.keyword().equals(keyword)) found = i;
@@ -2538,29 +2638,25 @@ public class LogShipTest {
 
             Stage runtime() { return stages.get(stages.size() - 1); }
 
-            /** The build stage's RUN that writes {@code source[1]}, as a command re-aimed at a local path. */
-            BuildCommand buildCommandFor(String[] source) {
-                Stage build = stages.stream().filter(s -> source[0].equals(s.name())).findFirst()
-                        .orElseThrow(() -> new AssertionError("no stage named " + source[0]));
-                return build.body().stream().filter(i -> i.keyword().equals("RUN") && i.args().contains(source[1]))
-                        .reduce((a, b) -> b).map(i -> new BuildCommand(i.args(), source[1]))
-                        .orElseThrow(() -> new AssertionError("no RUN in " + source[0] + " writes " + source[1]));
+            /** The build stages' RUNs that write into the image's directory, in build order. */
+            List<Instruction> buildRuns() {
+                return stages.subList(0, stages.size() - 1).stream().flatMap(st -> st.body().stream())
+                        .filter(i -> i.keyword().equals("RUN") && i.args().contains(Image.HOME)).toList();
             }
 
-            record BuildCommand(String shell, String output) {
-                void run(Path repo, Path jar, Path javaHome) throws IOException, InterruptedException {
-                    assertTrue(shell.contains("./jbang export fatjar"), "the jar must come from the repo's ./jbang: " + shell);
-                    ProcessBuilder pb = new ProcessBuilder("bash", "-c", shell.replace(output, jar.toString()))
-                            .directory(repo.toFile()).redirectErrorStream(true);
-                    pb.environment().put("JAVA_HOME", javaHome.toString()); // the image's JDK, as in the build stage
-                    Path log = Files.createTempFile("logship-export", ".log");
-                    Process p = pb.redirectOutput(log.toFile()).start();
-                    boolean done = p.waitFor(5, TimeUnit.MINUTES);
-                    if (!done) p.destroyForcibly();
-                    String out = Files.readString(log);
-                    Files.delete(log);
-                    assertTrue(done && p.exitValue() == 0 && Files.isRegularFile(jar), "`" + shell + "` failed:\n" + out);
+            /** The build arguments a RUN sees: its stage's ARGs, with their own or the global default. */
+            Map<String, String> argsFor(Instruction run) {
+                Stage stage = stages.stream().filter(st -> st.body().stream().anyMatch(i -> i == run)).findFirst()
+                        .orElseThrow();
+                Map<String, String> out = new LinkedHashMap<>();
+                for (Instruction i : stage.body()) {
+                    if (i == run) break;
+                    if (!i.keyword().equals("ARG")) continue;
+                    String[] kv = i.args().strip().split("=", 2);
+                    String value = kv.length > 1 ? kv[1] : globalArgs.get(kv[0]);
+                    if (value != null) out.put(kv[0], value);
                 }
+                return out;
             }
 
             static Dockerfile parse(String text) {
@@ -2574,9 +2670,15 @@ public class LogShipTest {
                     cur.setLength(0);
                 }
                 List<Stage> stages = new ArrayList<>();
+                Map<String, String> globalArgs = new LinkedHashMap<>();
                 for (String l : logical) {
                     String[] kv = l.split("\\s+", 2);
                     Instruction ins = new Instruction(kv[0].toUpperCase(Locale.ROOT), kv.length > 1 ? kv[1] : "");
+                    if (ins.keyword().equals("ARG") && stages.isEmpty()) {
+                        String[] arg = ins.args().strip().split("=", 2);
+                        globalArgs.put(arg[0], arg.length > 1 ? arg[1] : null);
+                        continue;
+                    }
                     if (ins.keyword().equals("FROM")) {
                         String[] f = ins.args().split("\\s+");
                         String name = f.length >= 3 && f[1].equalsIgnoreCase("AS") ? f[2] : null;
@@ -2591,7 +2693,7 @@ public class LogShipTest {
                         stages.set(stages.size() - 1, new Stage(s.from(), s.name(), s.body(), s.env(), ins.args().strip()));
                 }
                 assertFalse(stages.isEmpty(), "no FROM in Dockerfile");
-                return new Dockerfile(stages);
+                return new Dockerfile(stages, globalArgs);
             }
 
             /** ENV k=v k2="v 2" (or the legacy ENV k v), with Docker's quoting rules. */
@@ -2650,23 +2752,182 @@ public class LogShipTest {
         }
 
         /**
-         * The image's JVM: a local install of the base image's vendor and major
-         * version (Temurin here, as CI's machines have), else the test's own JVM
-         * when it is that major; otherwise the replay would prove little, so skip.
+         * The image's files, made here by the Dockerfile's own build steps: every build-stage RUN
+         * that writes into {@link #HOME} (jlink, the jar export, the jdeps check, the AOT training
+         * run), word for word but with HOME moved under a temp root, run by sh with the stage's
+         * ARGs and the build stage's JDK on the PATH. The runtime stage copies HOME's parts to the
+         * paths they were built at, so the tree left here is the image's HOME. Built once per suite
+         * run (about 15 s) and removed when the suite's JVM exits.
          */
-        static Path imageJava(String from) throws IOException {
+        static final class Image {
+            static final String HOME = "/opt/logship";
+            private static Image built;
+            private static Throwable failed;
+
+            final Dockerfile dockerfile;
+            final Path repo;
+            final Path root;
+            final Path jdk;
+
+            record Run(int exit, String output) {}
+
+            interface Body {
+                void run() throws Exception;
+            }
+
+            static synchronized Image replay(Path repo) throws Exception {
+                if (failed != null) throw new AssertionError("the image replay failed earlier in this run", failed);
+                if (built == null) {
+                    try {
+                        built = new Image(repo);
+                    } catch (Throwable t) {
+                        failed = t;
+                        throw t;
+                    }
+                }
+                return built;
+            }
+
+            private Image(Path repo) throws Exception {
+                this.repo = repo;
+                dockerfile = Dockerfile.parse(Files.readString(repo.resolve("Dockerfile")));
+                jdk = imageJdk(dockerfile);
+                root = sharedTempDir();
+                Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+                    try {
+                        deleteTree(root);
+                    } catch (IOException e) {
+                        // a temp dir left behind
+                    }
+                }));
+                List<Dockerfile.Instruction> steps = dockerfile.buildRuns();
+                for (String what : List.of("jlink ", "export fatjar", "jdeps ", "-XX:AOTCacheOutput="))
+                    assertTrue(steps.stream().anyMatch(i -> i.args().contains(what)), "no build step runs " + what);
+                for (Dockerfile.Instruction step : steps) {
+                    Run r = run(step, Map.of());
+                    assertEquals(0, r.exit(), () -> "`" + step.args() + "` failed:\n" + tail(r.output()));
+                }
+                for (Path p : List.of(java(), jar(), cache()))
+                    assertTrue(Files.isRegularFile(p), p + " was not built by the Dockerfile's steps");
+                try (Stream<Path> walk = Files.walk(root)) { // the image's user reads what root built
+                    for (Path p : walk.toList()) {
+                        Set<java.nio.file.attribute.PosixFilePermission> perms = new HashSet<>(Files.getPosixFilePermissions(p));
+                        perms.addAll(PosixFilePermissions.fromString("r--r--r--"));
+                        if (perms.contains(java.nio.file.attribute.PosixFilePermission.OWNER_EXECUTE))
+                            perms.addAll(PosixFilePermissions.fromString("--x--x--x"));
+                        Files.setPosixFilePermissions(p, perms);
+                    }
+                }
+            }
+
+            /** One build step as the image build runs it, with {@code args} overriding build arguments. */
+            Run run(Dockerfile.Instruction step, Map<String, String> args) throws IOException, InterruptedException {
+                ProcessBuilder pb = new ProcessBuilder("sh", "-c", local(step.args())).directory(repo.toFile())
+                        .redirectErrorStream(true);
+                pb.environment().putAll(dockerfile.argsFor(step));
+                pb.environment().putAll(args);
+                pb.environment().put("JAVA_HOME", jdk.toString());
+                pb.environment().put("PATH", jdk.resolve("bin") + File.pathSeparator + System.getenv("PATH"));
+                Path log = Files.createTempFile("logship-image-step", ".log");
+                try {
+                    Process p = pb.redirectOutput(log.toFile()).start();
+                    if (!p.waitFor(5, TimeUnit.MINUTES)) {
+                        p.destroyForcibly().waitFor();
+                        fail("`" + step.args() + "` took over 5 minutes:\n" + tail(Files.readString(log)));
+                    }
+                    return new Run(p.exitValue(), Files.readString(log));
+                } finally {
+                    Files.delete(log);
+                }
+            }
+
+            /** An image path as replayed here. */
+            String local(String imagePath) { return imagePath.replace(HOME, root + HOME); }
+
+            List<String> entrypoint() {
+                return dockerfile.runtime().entrypoint().stream().map(this::local).collect(Collectors.toList());
+            }
+
+            Path java() { return Path.of(entrypoint().get(0)); }
+
+            Path jar() { return Path.of(entrypoint().get(entrypoint().indexOf("-jar") + 1)); }
+
+            Path cache() {
+                return entrypoint().stream().filter(a -> a.startsWith("-XX:AOTCache=")).findFirst()
+                        .map(a -> Path.of(a.substring("-XX:AOTCache=".length())))
+                        .orElseThrow(() -> new AssertionError("the ENTRYPOINT names no AOT cache"));
+            }
+
+            Path runtime() { return java().getParent().getParent(); }
+
+            /**
+             * The ENTRYPOINT as the container runs it: only the image's ENV (LOG_DIRECTORY aimed at
+             * {@code logs}) plus a free LOG_HTTP_PORT, as the image's uid via setpriv;
+             * {@code jvmFlags} go after the image's own, before -jar.
+             */
+            Shipped start(Path logs, List<String> jvmFlags, String... args) throws IOException {
+                if (!AsUser.isRoot()) skipOrFailInCi("runs the image as its non-root uid via setpriv, which needs root");
+                Dockerfile.Stage runtime = dockerfile.runtime();
+                List<String> command = new ArrayList<>(List.of("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"));
+                runtime.env().forEach((k, v) -> command.add(k + "=" + (k.equals("LOG_DIRECTORY") ? logs : v)));
+                try (ServerSocket free = new ServerSocket(0)) {
+                    command.add("LOG_HTTP_PORT=" + free.getLocalPort());
+                }
+                command.addAll(List.of(setpriv().toString(), "--reuid=" + runtime.uid(), "--regid=" + runtime.gid(),
+                        "--clear-groups"));
+                List<String> jvm = entrypoint();
+                jvm.addAll(jvm.indexOf("-jar"), jvmFlags);
+                command.addAll(jvm);
+                command.addAll(List.of(args));
+                return Shipped.launch(command, Map.of(), true);
+            }
+
+            /** A log directory the image's user may read but not write, owned by root. */
+            Path readOnlyLogs(String... lines) throws IOException {
+                Path logs = Files.createTempDirectory(root, "logs");
+                Path app = logs.resolve("app.log");
+                Files.write(app, List.of(lines));
+                Files.write(logs.resolve("notes.txt"), List.of("not matched by LOG_FILE_PATTERN"));
+                for (Path f : List.of(app, logs.resolve("notes.txt"))) chmod(f, "rw-r--r--");
+                chmod(logs, "r-xr-xr-x");
+                return logs;
+            }
+
+            /** Runs {@code body} with the jar's mtime changed, as a build that rewrites file times leaves it. */
+            void withStaleJar(Body body) throws Exception {
+                java.nio.file.attribute.FileTime built = Files.getLastModifiedTime(jar());
+                Files.setLastModifiedTime(jar(), java.nio.file.attribute.FileTime.fromMillis(built.toMillis() + 3_600_000));
+                try {
+                    body.run();
+                } finally {
+                    Files.setLastModifiedTime(jar(), built);
+                }
+            }
+        }
+
+        /**
+         * The build stage's JDK: a local install of its vendor and major version (Temurin, as
+         * CI's machines have), else the test's own JDK when it is that major; otherwise the
+         * replay would prove little, so skip (fail in CI).
+         */
+        static Path imageJdk(Dockerfile dockerfile) throws IOException {
+            Set<String> bases = dockerfile.stages().stream().filter(st -> st.body().stream().anyMatch(
+                    i -> dockerfile.buildRuns().contains(i))).map(Dockerfile.Stage::from).collect(Collectors.toSet());
+            assertEquals(1, bases.size(), "the build steps run on one JDK: " + bases);
+            String from = bases.iterator().next();
             Matcher v = Pattern.compile("temurin:(\\d+)").matcher(from);
-            assertTrue(v.find(), "the runtime base is expected to be Eclipse Temurin: " + from);
+            assertTrue(v.find(), "the build stage is expected to be Eclipse Temurin: " + from);
             String major = v.group(1);
-            Path self = Path.of(System.getProperty("java.home"), "bin", "java");
-            if (Runtime.version().feature() == Integer.parseInt(major)) return self;
+            Path self = Path.of(System.getProperty("java.home"));
+            if (Runtime.version().feature() == Integer.parseInt(major) && Files.isExecutable(self.resolve("bin/jlink")))
+                return self;
             Path jvms = Path.of("/usr/lib/jvm");
             if (Files.isDirectory(jvms)) try (Stream<Path> dirs = Files.list(jvms)) {
                 Optional<Path> found = dirs.filter(d -> d.getFileName().toString().matches("temurin-" + major + "\\b.*"))
-                        .map(d -> d.resolve("bin/java")).filter(Files::isExecutable).findFirst();
+                        .filter(d -> Files.isExecutable(d.resolve("bin/jlink"))).findFirst();
                 if (found.isPresent()) return found.get();
             }
-            return skipOrFailInCi("no Java " + major + " (the image's) under /usr/lib/jvm or running this test");
+            return skipOrFailInCi("no JDK " + major + " (the build stage's Temurin) under /usr/lib/jvm or running this test");
         }
 
         static Path setpriv() {
