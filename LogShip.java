@@ -13,6 +13,7 @@ import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.math.BigDecimal;
 import java.nio.ByteBuffer;
+import java.nio.channels.Channels;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AccessDeniedException;
@@ -51,10 +52,15 @@ import java.util.Queue;
 import java.util.Set;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.BooleanSupplier;
@@ -528,7 +534,7 @@ public class LogShip implements Callable<Integer> {
                     tail = null;
                 }
                 if (tail != null) {
-                    tail.foundAt(file.path());
+                    tail.foundAt(file);
                 } else {
                     startTail(file, null, startup);
                 }
@@ -596,10 +602,9 @@ public class LogShip implements Callable<Integer> {
             boolean draining = shutdown.requested();
             BooleanSupplier mustStop = () -> shutdown.cutShort() || (!draining && shutdown.requested())
                     || (deadlineNanos != NO_DEADLINE && System.nanoTime() - deadlineNanos >= 0);
-            // A turn writing to a slow reader can take seconds: it ends early, at a chunk, when the
-            // loop must stop or a save is due, so neither waits for a whole turn.
-            Turn turn = new Turn(TURN_BYTES, shipTrailingPartials,
-                    () -> mustStop.getAsBoolean() || ticker.saveDue(true));
+            // A turn writing to a slow reader can take seconds: it is bounded in time as well as in
+            // bytes, so saves keep their cadence, and it ends at the next line when the loop must stop.
+            Turn turn = new Turn(TURN_BYTES, Ticker.SAVE_EVERY_NANOS, shipTrailingPartials, mustStop);
             ArrayDeque<Tail> queue = new ArrayDeque<>(due);
             while (!queue.isEmpty()) {
                 if (mustStop.getAsBoolean()) return false;
@@ -713,14 +718,18 @@ public class LogShip implements Callable<Integer> {
     // Scanner: which directory entries are files we may ship?
     // =============================================================================================
 
-    /** A shippable file as the scanner saw it: its name now, which file it is, and its size. */
-    record ScannedFile(Path path, FileKey key, long size) {
+    /**
+     * A shippable file as the scanner saw it: its name now, the in-directory regular file to open
+     * for it (the name itself, or the entry a symlink names), which file that is, and its size.
+     */
+    record ScannedFile(Path path, Path source, FileKey key, long size) {
         boolean isArchive() { return path.getFileName().toString().endsWith(".gz"); }
     }
 
     static final class Scanner {
         final Path directory;
-        private final Path realDirectory;
+        /** Where the directory really is; looked up at each scan, as its path may be re-pointed. */
+        private volatile Path realDirectory;
         private final Pattern pattern;
 
         Scanner(Path directory, Pattern pattern) throws IOException {
@@ -737,6 +746,7 @@ public class LogShip implements Callable<Integer> {
         List<ScannedFile> scan() {
             List<ScannedFile> found = new ArrayList<>();
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(directory)) {
+                realDirectory = directory.toRealPath();
                 for (Path path : entries) {
                     if (!matches(path.getFileName().toString())) continue;
                     ScannedFile file = inspect(path);
@@ -753,8 +763,10 @@ public class LogShip implements Callable<Integer> {
 
         /**
          * Decides whether one entry may be shipped. Only regular files qualify: reading a FIFO or a
-         * device could block the whole shipper, and a symlink is followed only to a regular file in
-         * this same directory, so a compromised app cannot make us ship a mounted secret.
+         * device could block the whole shipper. A symlink is followed one level, and only to a
+         * regular file that is an entry of this same directory, so a compromised app cannot make us
+         * ship a mounted secret; that entry (the source) is what is later opened, without following
+         * links, so swapping the link between this check and the open gains nothing.
          * Entries that vanish while we look are simply not there.
          */
         ScannedFile inspect(Path path) {
@@ -762,33 +774,44 @@ public class LogShip implements Callable<Integer> {
             try {
                 BasicFileAttributes attrs = Files.readAttributes(path, BasicFileAttributes.class,
                         LinkOption.NOFOLLOW_LINKS);
+                Path source = path;
                 if (attrs.isSymbolicLink()) {
-                    Path target;
-                    try {
-                        target = path.toRealPath();
-                    } catch (NoSuchFileException e) {
-                        Log.warnOnce("dangling:" + name, "skipping " + name + ": the symlink points nowhere");
+                    source = targetInThisDirectory(path, name);
+                    if (source == null) return null;
+                    attrs = Files.readAttributes(source, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+                    if (attrs.isSymbolicLink()) {
+                        Log.warnOnce("chain:" + name, "skipping " + name + ": it is a symlink to another symlink");
                         return null;
                     }
-                    if (!realDirectory.equals(target.getParent())) {
-                        Log.warnOnce("outside:" + name, "skipping " + name + ": it is a symlink to " + target
-                                + ", which is outside the log directory");
-                        return null;
-                    }
-                    attrs = Files.readAttributes(target, BasicFileAttributes.class);
                 }
                 if (!attrs.isRegularFile()) {
                     Log.warnOnce("irregular:" + name, "skipping " + name + ": it is "
                             + (attrs.isDirectory() ? "a directory" : "not a regular file (FIFO, socket or device)"));
                     return null;
                 }
-                return new ScannedFile(path, FileKey.of(path), attrs.size());
+                return new ScannedFile(path, source, FileKey.of(source), attrs.size());
             } catch (NoSuchFileException e) {
                 return null; // vanished between listing and looking: nothing to ship
             } catch (IOException e) {
                 Log.warnOnce("inspect:" + name, "cannot inspect " + name + ": " + reason(e));
                 return null;
             }
+        }
+
+        /** The entry of this directory a symlink names, or null (with a warning) if it names none. */
+        private Path targetInThisDirectory(Path link, String name) throws IOException {
+            Path target = link.resolveSibling(Files.readSymbolicLink(link)).normalize();
+            if (!Files.exists(target, LinkOption.NOFOLLOW_LINKS)) {
+                Log.warnOnce("dangling:" + name, "skipping " + name + ": the symlink points nowhere");
+                return null;
+            }
+            Path parent = target.getParent();
+            if (!directory.equals(parent) && !realDirectory.equals(parent)) {
+                Log.warnOnce("outside:" + name, "skipping " + name + ": it is a symlink to " + target
+                        + ", which is outside the log directory");
+                return null;
+            }
+            return target;
         }
 
         /** Finds a file by identity under any name, matching or not: where did a closed file go? */
@@ -867,7 +890,9 @@ public class LogShip implements Callable<Integer> {
         final FileKey key;
         final boolean compressed;
         private final Shared shared;
+        /** The name it goes by (for messages and output), and the in-directory file opened for it. */
         private Path path;
+        private Path source;
         private Sink.Origin origin;
         /** Every byte before at.offset() has been accepted by stdout; a line start unless skipping. */
         private Checkpoint at = Checkpoint.START;
@@ -885,9 +910,10 @@ public class LogShip implements Callable<Integer> {
         private long archiveSize;
         private long archiveModifiedMicros;
 
-        private Tail(FileKey key, Path path, boolean compressed, Shared shared) {
+        private Tail(FileKey key, ScannedFile file, boolean compressed, Shared shared) {
             this.key = key;
-            this.path = path;
+            this.path = file.path();
+            this.source = file.source();
             this.compressed = compressed;
             this.shared = shared;
         }
@@ -898,7 +924,7 @@ public class LogShip implements Callable<Integer> {
          * cannot be opened now (the next scan tries again).
          */
         static Tail start(ScannedFile file, FileChannel pinned, boolean startAtEnd, Shared shared) {
-            Tail tail = new Tail(file.key(), file.path(), false, shared);
+            Tail tail = new Tail(file.key(), file, false, shared);
             if (pinned != null) {
                 tail.channel = pinned;
                 shared.descriptors().countPinned();
@@ -919,7 +945,7 @@ public class LogShip implements Callable<Integer> {
 
         /** A complete .gz archive's tail; Archives decides where it starts. */
         static Tail archive(ScannedFile file, Fingerprint headOfContent, Shared shared) {
-            Tail tail = new Tail(file.key(), file.path(), true, shared);
+            Tail tail = new Tail(file.key(), file, true, shared);
             tail.archiveSize = file.size();
             tail.archiveModifiedMicros = modifiedMicros(file.path());
             tail.at = Checkpoint.START.withFingerprint(headOfContent);
@@ -953,9 +979,10 @@ public class LogShip implements Callable<Integer> {
         boolean renamedAwayOrDeleted() { return goneSinceNanos != 0; }
 
         /** The scanner found this file (again) under this name. */
-        void foundAt(Path now) {
-            if (!path.equals(now)) Log.debug(name() + " is now " + now.getFileName());
-            path = now;
+        void foundAt(ScannedFile file) {
+            if (!path.equals(file.path())) Log.debug(name() + " is now " + file.path().getFileName());
+            path = file.path();
+            source = file.source();
             goneSinceNanos = 0;
         }
 
@@ -1046,7 +1073,7 @@ public class LogShip implements Callable<Integer> {
         private boolean readArchiveTurn(Turn turn) throws IOException {
             if (finished) return false;
             if (inflated == null) {
-                inflated = new ArchiveStream(shared.descriptors().openArchive(path));
+                inflated = new ArchiveStream(shared.descriptors().openArchive(source, key));
                 inflated.skip(at.offset());
             }
             // An archive's last line is whole even without a newline: nothing will ever be added.
@@ -1092,7 +1119,7 @@ public class LogShip implements Callable<Integer> {
         /** Opens the file by its name, if that name still leads to this file. */
         private FileChannel open() {
             try {
-                channel = shared.descriptors().open(path, key);
+                channel = shared.descriptors().open(source, key);
                 if (channel != null) Log.forget("read:" + name());
                 return channel;
             } catch (NoSuchFileException e) {
@@ -1121,6 +1148,7 @@ public class LogShip implements Callable<Integer> {
             Path now = shared.scanner().locate(key);
             if (now == null) return false;
             path = now;
+            source = now;
             return open() != null;
         }
 
@@ -1164,7 +1192,7 @@ public class LogShip implements Callable<Integer> {
          * tail counts the handle when it takes it ({@link #countPinned}).
          */
         static FileChannel openIfStill(Path path, FileKey expected) throws IOException {
-            FileChannel channel = FileChannel.open(path, StandardOpenOption.READ);
+            FileChannel channel = openWithoutBlocking(path);
             FileKey now;
             try {
                 now = FileKey.of(path);
@@ -1176,16 +1204,62 @@ public class LogShip implements Callable<Integer> {
             return null;
         }
 
+        static final Duration OPEN_TIMEOUT = Duration.ofSeconds(1);
+        private static final ExecutorService OPENER = Executors.newCachedThreadPool(task -> {
+            Thread thread = new Thread(task, "logship-open");
+            thread.setDaemon(true);
+            return thread;
+        });
+        static final AtomicInteger stuckOpens = new AtomicInteger();
+
+        /**
+         * The one place a log file is opened: never through a symlink (what was checked is what is
+         * read), and never for longer than OPEN_TIMEOUT. Opening a FIFO swapped in for a file blocks
+         * until a writer comes, and Java can neither open without blocking nor interrupt that open,
+         * so it runs on its own thread; a stuck one is abandoned (and counted), and the handle is
+         * closed should a writer ever free it.
+         */
+        static FileChannel openWithoutBlocking(Path path) throws IOException {
+            CompletableFuture<FileChannel> opening = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return FileChannel.open(path, StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS);
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                }
+            }, OPENER);
+            try {
+                return opening.get(OPEN_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+            } catch (TimeoutException e) {
+                opening.thenAccept(Descriptors::closeQuietly);
+                int stuck = stuckOpens.incrementAndGet();
+                throw new IOException("opening it blocked for " + formatDuration(OPEN_TIMEOUT)
+                        + ", so it is no longer a regular file (a FIFO?); " + stuck + " open(s) abandoned so far");
+            } catch (ExecutionException e) {
+                if (e.getCause() instanceof UncheckedIOException io) throw io.getCause();
+                throw new IOException(e.getCause());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IOException("interrupted while opening");
+            }
+        }
+
         FileChannel open(Path path, FileKey expected) throws IOException {
             FileChannel channel = openIfStill(path, expected);
             if (channel != null) open++;
             return channel;
         }
 
-        InputStream openArchive(Path path) throws IOException {
-            InputStream in = new GZIPInputStream(Files.newInputStream(path), LineReader.CHUNK);
+        /** An archive's decompressed stream; fails if the name no longer leads to the archive checked. */
+        InputStream openArchive(Path path, FileKey expected) throws IOException {
+            InputStream in = openArchiveStream(path, expected);
             open++;
             return in;
+        }
+
+        static InputStream openArchiveStream(Path path, FileKey expected) throws IOException {
+            FileChannel channel = openIfStill(path, expected);
+            if (channel == null) throw new NoSuchFileException(path.toString(), null, "replaced by another file");
+            return new GZIPInputStream(Channels.newInputStream(channel), LineReader.CHUNK);
         }
 
         /** A tail took over a handle the watcher opened. */
@@ -1227,7 +1301,7 @@ public class LogShip implements Callable<Integer> {
             if (heldAtSize != null && heldAtSize == file.size()) return null; // unchanged since we last looked
             ArchiveCheck check;
             try {
-                check = ArchiveCheck.of(file.path());
+                check = ArchiveCheck.of(file);
             } catch (IOException e) {
                 Log.warnOnce("read:" + file.path(), "cannot read " + file.path().getFileName() + ": " + reason(e));
                 return null;
@@ -1350,12 +1424,12 @@ public class LogShip implements Callable<Integer> {
          * Inflates the whole file once, discarding the output, so a half-written archive is never
          * shipped half: only a stream that ends properly counts as complete.
          */
-        static ArchiveCheck of(Path path) throws IOException {
+        static ArchiveCheck of(ScannedFile archive) throws IOException {
             byte[] head = new byte[Fingerprint.SIZE];
             byte[] scratch = new byte[LineReader.CHUNK];
             int headLength = 0;
             long length = 0;
-            try (InputStream in = new GZIPInputStream(Files.newInputStream(path), LineReader.CHUNK)) {
+            try (InputStream in = Descriptors.openArchiveStream(archive.source(), archive.key())) {
                 int n;
                 while ((n = in.read(scratch)) > 0) {
                     if (headLength < head.length) {
@@ -1380,8 +1454,9 @@ public class LogShip implements Callable<Integer> {
 
     /** Device and inode: stable across renames, but reused once a file is deleted. */
     record FileKey(long device, long inode) {
+        /** Of the entry itself, never of what a symlink names. */
         static FileKey of(Path path) throws IOException {
-            Map<String, Object> attrs = Files.readAttributes(path, "unix:dev,ino");
+            Map<String, Object> attrs = Files.readAttributes(path, "unix:dev,ino", LinkOption.NOFOLLOW_LINKS);
             return new FileKey(((Number) attrs.get("dev")).longValue(), ((Number) attrs.get("ino")).longValue());
         }
     }
@@ -1469,11 +1544,12 @@ public class LogShip implements Callable<Integer> {
     // =============================================================================================
 
     /**
-     * What one turn on one file may do: read up to {@code bytes}, ship a last line that lacks its
-     * newline or not, and end early (between chunks) when {@code endEarly} says so.
+     * What one turn on one file may do: read about {@code bytes} for at most about {@code nanos},
+     * ship a last line that lacks its newline or not, and end early when {@code mustStop} says so.
+     * Each limit ends the turn at the next line end (limits are looked at once a chunk).
      */
-    record Turn(long bytes, boolean shipTrailingPartial, BooleanSupplier endEarly) {
-        Turn shippingTrailingPartials() { return new Turn(bytes, true, endEarly); }
+    record Turn(long bytes, long nanos, boolean shipTrailingPartial, BooleanSupplier mustStop) {
+        Turn shippingTrailingPartials() { return new Turn(bytes, nanos, true, mustStop); }
     }
 
     /** What one turn of reading achieved; moreToRead when the turn ended before the data did. */
@@ -1515,8 +1591,8 @@ public class LogShip implements Callable<Integer> {
         LineReader(int maxLineBytes) { this.maxLineBytes = maxLineBytes; }
 
         /**
-         * Reads from {@code start} until the data ends, or the turn's bytes are used up, or the turn
-         * is ended early; never inside a line, so a long line completes within one turn.
+         * Reads from {@code start} until the data ends or the turn's limits are reached; never
+         * inside a line, so a long line completes within one turn.
          */
         Progress read(ByteSource source, long start, boolean skippingLongLine, Turn turn, Sink.Origin from,
                       Sink to) throws IOException {
@@ -1528,12 +1604,12 @@ public class LogShip implements Callable<Integer> {
             lines = 0;
             cut = 0;
             long position = start;
+            long startNanos = System.nanoTime();
             boolean moreToRead = false;
             stopAtLineEnd = false;
             while (true) {
-                // Checked once a chunk (the time check is not free); the turn then ends where the
-                // line in progress ends, in this chunk or the next.
-                stopAtLineEnd = position - start >= turn.bytes() || turn.endEarly().getAsBoolean();
+                stopAtLineEnd = position - start >= turn.bytes() || System.nanoTime() - startNanos >= turn.nanos()
+                        || turn.mustStop().getAsBoolean();
                 if (stopAtLineEnd && lineLength == 0) {
                     moreToRead = true;
                     break;
@@ -1982,7 +2058,7 @@ public class LogShip implements Callable<Integer> {
             ScannedFile file = scanner.inspect(scanner.resolve(name));
             if (file == null) return;
             try {
-                FileChannel channel = Descriptors.openIfStill(file.path(), file.key());
+                FileChannel channel = Descriptors.openIfStill(file.source(), file.key());
                 if (channel != null) pinned.add(new Pinned(file, channel)); // else replaced: left to the rescan
             } catch (IOException e) {
                 // gone or unreadable: the rescan decides what to say about it

@@ -1259,6 +1259,69 @@ public class LogShipTest {
         }
 
         @Test
+        void aSymlinkSwappedToASecretBetweenCheckAndOpenNeverShipsIt() throws Exception {
+            // A compromised app swaps evil.log between a link to an in-directory file and a link to a
+            // secret, as fast as it can; each swap is a rename, so each one wakes the shipper.
+            Path outside = Files.createTempDirectory("logship-secret");
+            try {
+                Path secret = Files.writeString(outside.resolve("token"), "TOP-SECRET\n".repeat(100));
+                Path inside = Files.writeString(dir.resolve("real.txt"), "inside\n");
+                Path evil = dir.resolve("evil.log");
+                Files.createSymbolicLink(evil, inside);
+                try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "50ms"))) {
+                    run.awaitReady();
+                    long swaps = 0;
+                    long end = System.nanoTime() + Duration.ofSeconds(4).toNanos();
+                    while (System.nanoTime() - end < 0 && !run.stdout().contains("SECRET")) {
+                        Path spare = dir.resolve("spare.lnk");
+                        Files.createSymbolicLink(spare, swaps % 2 == 0 ? secret : inside);
+                        Files.move(spare, evil, java.nio.file.StandardCopyOption.ATOMIC_MOVE,
+                                java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                        if (swaps % 50 == 0) append(inside, "inside\n");
+                        swaps++;
+                    }
+                    assertEquals(0, run.terminate());
+                    assertFalse(run.stdout().contains("SECRET"), "the secret was shipped after " + swaps + " swaps");
+                    System.out.println("    (" + swaps + " link swaps, nothing from outside shipped)");
+                    assertNoStackTrace(run.stderr());
+                }
+            } finally {
+                deleteTree(outside);
+            }
+        }
+
+        @Test
+        void aFifoSwappedInForALogFileNeverBlocksTheOthersOrTheDrain() throws Exception {
+            // app.log is swapped between a regular file and a FIFO by renames: an open that races
+            // the swap opens the FIFO, which blocks until a writer comes (none does).
+            Path app = dir.resolve("app.log");
+            Path fifo = dir.resolve("spare.fifo");
+            Path regular = dir.resolve("spare.reg");
+            append(app, "app\n");
+            assertEquals(0, new ProcessBuilder("mkfifo", fifo.toString()).start().waitFor());
+            Path steady = dir.resolve("steady.log");
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "50ms"))) {
+                run.awaitReady();
+                long end = System.nanoTime() + Duration.ofSeconds(4).toNanos();
+                int rounds = 0;
+                while (System.nanoTime() - end < 0) {
+                    Files.move(app, regular, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+                    Files.move(fifo, app, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+                    Files.move(app, fifo, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+                    Files.move(regular, app, java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+                    if (rounds++ % 20 == 0) append(steady, "steady " + rounds + "\n");
+                }
+                append(steady, "after the swaps\n");
+                await("steady.log's lines to keep flowing", PATIENCE,
+                        () -> run.stdout().contains("after the swaps\n") || !run.process.isAlive(), run::stderr);
+                assertEquals(0, run.terminate(), run::stderr);
+                System.out.println("    (" + rounds + " FIFO swaps; an open blocked on the FIFO: "
+                        + run.stderr().contains("blocked for") + ")");
+                assertNoStackTrace(run.stderr());
+            }
+        }
+
+        @Test
         void longLinesAreCutAtTheLimitAndTheRestDropped() throws Exception {
             Path log = dir.resolve("app.log");
             append(log, "short\n" + "x".repeat(25) + "\nafter\n" + "y".repeat(10) + "\n");
@@ -1748,13 +1811,13 @@ public class LogShipTest {
             LogShip.Sink sink = new LogShip.Sink(new ByteArrayOutputStream(), LogShip.Format.RAW);
             LogShip.LineReader reader = new LogShip.LineReader(1 << 20);
             long turn = 1 << 20;
-            LogShip.Progress first = reader.read(source, 0, false, new LogShip.Turn(turn, false, () -> false),
+            LogShip.Progress first = reader.read(source, 0, false, new LogShip.Turn(turn, Long.MAX_VALUE, false, () -> false),
                     sink.originOf("busy.log"), sink);
             assertTrue(first.moreToRead(), "a 20 MB file is not read in one turn");
             assertTrue(first.offset() >= turn && first.offset() <= turn + 1001, "the turn read " + first.offset());
             assertEquals(0, first.offset() % 1001, "a turn ends at a line end");
             // Ended early (a stop or a due save), it ends at the next line end, not the turn's end.
-            LogShip.Progress early = reader.read(source, first.offset(), false, new LogShip.Turn(turn, false, () -> true),
+            LogShip.Progress early = reader.read(source, first.offset(), false, new LogShip.Turn(turn, Long.MAX_VALUE, false, () -> true),
                     sink.originOf("busy.log"), sink);
             assertTrue(early.offset() - first.offset() <= LogShip.LineReader.CHUNK + 1001,
                     "an early end still read " + (early.offset() - first.offset()));
