@@ -1022,6 +1022,8 @@ public class LogShip implements Callable<Integer> {
             return was;
         }
 
+        Checkpoint checkpoint() { return at; }
+
         Positions.Entry entry() {
             return new Positions.Entry(key, compressed, at, System.currentTimeMillis(), path);
         }
@@ -1280,11 +1282,15 @@ public class LogShip implements Callable<Integer> {
     }
 
     /**
-     * gzip archives: a .gz is shipped only once its stream is complete. If its decompressed start
-     * matches a file we already shipped (it is that file, rotated and compressed), only what lies past
-     * that file's offset is new.
+     * gzip archives: a .gz is shipped only once its stream is complete. If it is a compressed copy
+     * of a file already shipped (that file, rotated and compressed), only what lies past that
+     * file's offset is new. "A copy" needs evidence a look-alike cannot fake: see {@link
+     * ArchiveCheck.Complete#isCopyOf}.
      */
     static final class Archives {
+        /** A file this archive might be a copy of: a live tail, or a position kept for a gone file. */
+        record Original(String name, Checkpoint at, Tail live) {}
+
         private final Positions positions;
         private final Tail.Shared shared;
         /** .gz files still being written or found corrupt, with the size at which we last looked. */
@@ -1299,9 +1305,13 @@ public class LogShip implements Callable<Integer> {
         Tail start(ScannedFile file, Collection<Tail> tails) {
             Long heldAtSize = onHold.get(file.key());
             if (heldAtSize != null && heldAtSize == file.size()) return null; // unchanged since we last looked
+            List<Original> originals = new ArrayList<>();
             ArchiveCheck check;
             try {
-                check = ArchiveCheck.of(file);
+                check = ArchiveCheck.of(file, (head, headLength) -> {
+                    originals.addAll(originalsStartingLike(head, headLength, tails));
+                    return originals.stream().map(Original::at).toList();
+                });
             } catch (IOException e) {
                 Log.warnOnce("read:" + file.path(), "cannot read " + file.path().getFileName() + ": " + reason(e));
                 return null;
@@ -1318,59 +1328,71 @@ public class LogShip implements Callable<Integer> {
                 onHold.put(file.key(), file.size());
                 return null;
             }
-            ArchiveCheck.Complete complete = (ArchiveCheck.Complete) check;
+            ArchiveCheck.Complete archive = (ArchiveCheck.Complete) check;
             onHold.remove(file.key());
-            Tail tail = Tail.archive(file, Fingerprint.of(complete.head(), complete.headLength()), shared);
+            Tail tail = Tail.archive(file, Fingerprint.of(archive.head(), archive.headLength()), shared);
             Positions.Entry saved = positions.get(file.key());
-            // An empty fingerprint proves nothing: a replaced archive may have the old one's inode.
+            // This very archive, shipped in part before a restart. An empty fingerprint proves
+            // nothing: a replaced archive may have the old one's inode.
             if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
-                    && saved.fingerprint().matchesStartOf(complete.head(), complete.headLength())) {
-                tail.resumeArchiveAt(saved.offset(), false, complete.length());
+                    && saved.fingerprint().matchesStartOf(archive.head(), archive.headLength())
+                    && archive.length() >= saved.offset()) {
+                tail.resumeArchiveAt(saved.offset(), false, archive.length());
                 return tail;
             }
             if (saved != null) positions.retire(file.key()); // its inode went to this archive
-            Tail original = liveOriginalOf(complete, tails);
-            if (original != null) {
-                Log.debug("holding " + name + " until " + original.name() + ", its uncompressed original, is done");
+            Original live = originals.stream().filter(o -> o.live() != null && isLiveOriginal(o, archive))
+                    .findFirst().orElse(null);
+            if (live != null) {
+                Log.debug("holding " + name + " until " + live.name() + ", its uncompressed original, is done");
                 return null;
             }
-            Positions.Entry shipped = shippedOriginalOf(complete);
+            Original shipped = originals.stream().filter(o -> o.live() == null && archive.isCopyOf(o.at()))
+                    .max(Comparator.comparingLong((Original o) -> o.at().offset())).orElse(null);
             if (shipped != null) {
-                long offset = Math.min(shipped.offset(), complete.length());
-                Log.info(name + " is " + shipped.path().getFileName() + " compressed; shipping only the "
-                        + (complete.length() - offset) + " bytes not shipped before");
-                tail.resumeArchiveAt(offset, shipped.checkpoint().skippingLongLine(), complete.length());
-            } else {
-                tail.resumeArchiveAt(0, false, complete.length());
+                Log.info(name + " is " + shipped.name() + " compressed; shipping only the "
+                        + (archive.length() - shipped.at().offset()) + " bytes not shipped before");
+                tail.resumeArchiveAt(shipped.at().offset(), shipped.at().skippingLongLine(), archive.length());
+                return tail;
             }
+            originals.stream().filter(o -> o.at().offset() > 0).findFirst().ifPresent(o -> Log.warnOnce(
+                    "lookalike:" + file.key() + ":" + file.size(), name + " starts like " + o.name()
+                    + " but does not hold the bytes shipped from it, so it is not a copy of it: shipping it whole"));
+            tail.resumeArchiveAt(0, false, archive.length());
             return tail;
         }
 
         /** Archives no longer in the directory need no hold. */
         void forgetAllBut(Set<FileKey> present) { onHold.keySet().retainAll(present); }
 
-        private static Tail liveOriginalOf(ArchiveCheck.Complete archive, Collection<Tail> tails) {
+        private List<Original> originalsStartingLike(byte[] head, int headLength, Collection<Tail> tails) {
+            List<Original> found = new ArrayList<>();
             for (Tail t : tails) {
-                if (t.compressed) continue;
-                // Compare with what the open file holds now, not the tail's last fingerprint: the file
-                // may have grown or been rewritten since, and its compressed copy already says so.
-                Fingerprint now = t.fingerprintNow();
-                if (now == null) continue;
-                // The original is at least as long as its copy: a shorter file that merely starts the
-                // same way (a line half written, a shared timestamp) must not hold the archive back.
-                boolean longEnough = now.length() >= Math.min(Fingerprint.SIZE, archive.headLength());
-                if (now.length() > 0 && longEnough && now.matchesStartOf(archive.head(), archive.headLength())) return t;
+                // What the open file starts with now: it may have grown since its last read.
+                Fingerprint now = t.compressed ? null : t.fingerprintNow();
+                if (now != null && now.length() > 0 && now.matchesStartOf(head, headLength)) {
+                    found.add(new Original(t.name(), t.checkpoint(), t));
+                }
             }
-            return null;
+            for (Positions.Entry e : positions.all()) {
+                Fingerprint first = e.fingerprint();
+                if (!e.compressed() && first.length() > 0 && first.matchesStartOf(head, headLength)) {
+                    found.add(new Original(e.path().getFileName().toString(), e.checkpoint(), null));
+                }
+            }
+            return found;
         }
 
-        private Positions.Entry shippedOriginalOf(ArchiveCheck.Complete archive) {
-            return positions.all().stream()
-                    .filter(e -> !e.compressed() && e.fingerprint().length() > 0
-                            && e.fingerprint().matchesStartOf(archive.head(), archive.headLength()))
-                    .max(Comparator.comparingInt((Positions.Entry e) -> e.fingerprint().length())
-                            .thenComparingLong(Positions.Entry::lastSeenMillis))
-                    .orElse(null);
+        /**
+         * A live file is this archive's original only if the archive holds what was shipped from it
+         * so far (if anything was) and the file is at least as long as the archive's head, as it
+         * would be: a shorter file that merely starts the same way (a line half written) must not
+         * hold the archive back.
+         */
+        private static boolean isLiveOriginal(Original original, ArchiveCheck.Complete archive) {
+            Fingerprint now = original.live().fingerprintNow();
+            return now != null && now.length() >= Math.min(Fingerprint.SIZE, archive.headLength())
+                    && (original.at().offset() == 0 || archive.isCopyOf(original.at()));
         }
     }
 
@@ -1413,38 +1435,94 @@ public class LogShip implements Callable<Integer> {
 
     /** The verdict on a .gz file: ship it, wait for its writer, or give up on it. */
     sealed interface ArchiveCheck {
-        /** The whole stream inflates; head holds its first decompressed bytes. */
-        record Complete(byte[] head, int headLength, long length) implements ArchiveCheck {}
+        /**
+         * The whole stream inflates; head holds its first decompressed bytes, and markerCrcs, for
+         * each candidate original, the checksum of the archive's bytes just before its offset.
+         */
+        record Complete(byte[] head, int headLength, long length, Map<Checkpoint, Long> markerCrcs)
+                implements ArchiveCheck {
+            /**
+             * Is this archive a copy of a file that was shipped up to {@code original}? Only on
+             * evidence a look-alike (a shared banner) cannot fake: the same first bytes, the same
+             * bytes just before the offset, and at least that long. When in doubt it is not, and is
+             * shipped whole: a duplicate is better than a loss.
+             */
+            boolean isCopyOf(Checkpoint original) {
+                Fingerprint first = original.fingerprint();
+                if (first.length() == 0 || !first.matchesStartOf(head, headLength) || length < original.offset()) {
+                    return false;
+                }
+                if (original.marker().length() == 0) return original.offset() <= first.length();
+                Long crc = markerCrcs.get(original);
+                return crc != null && crc == original.marker().crc();
+            }
+        }
 
         record Incomplete() implements ArchiveCheck {}
 
         record Corrupt(String why) implements ArchiveCheck {}
 
+        /** Which checkpoints, of files starting like this head, to take the marker bytes of. */
+        interface Candidates {
+            List<Checkpoint> startingLike(byte[] head, int headLength);
+        }
+
         /**
          * Inflates the whole file once, discarding the output, so a half-written archive is never
-         * shipped half: only a stream that ends properly counts as complete.
+         * shipped half: only a stream that ends properly counts as complete. On the way it takes
+         * the bytes before each candidate's offset, so isCopyOf needs no second pass.
          */
-        static ArchiveCheck of(ScannedFile archive) throws IOException {
+        static ArchiveCheck of(ScannedFile archive, Candidates candidates) throws IOException {
             byte[] head = new byte[Fingerprint.SIZE];
-            byte[] scratch = new byte[LineReader.CHUNK];
-            int headLength = 0;
-            long length = 0;
+            byte[] chunk = new byte[LineReader.CHUNK];
             try (InputStream in = Descriptors.openArchiveStream(archive.source(), archive.key())) {
-                int n;
-                while ((n = in.read(scratch)) > 0) {
-                    if (headLength < head.length) {
-                        int take = Math.min(n, head.length - headLength);
-                        System.arraycopy(scratch, 0, head, headLength, take);
-                        headLength += take;
-                    }
-                    length += n;
-                }
+                int headLength = in.readNBytes(head, 0, head.length);
+                MarkerBytes markers = new MarkerBytes(candidates.startingLike(head, headLength));
+                markers.take(head, headLength, 0);
+                long length = headLength;
+                for (int n; (n = in.read(chunk)) > 0; length += n) markers.take(chunk, n, length);
+                return new Complete(head, headLength, length, markers.crcs());
             } catch (EOFException e) {
                 return new Incomplete();
             } catch (ZipException e) {
                 return new Corrupt(e.getMessage());
             }
-            return new Complete(head, headLength, length);
+        }
+    }
+
+    /** Collects, from a stream read once, the bytes just before each checkpoint's offset. */
+    static final class MarkerBytes {
+        private final Map<Checkpoint, byte[]> windows = new HashMap<>();
+        private final Map<Checkpoint, Integer> filled = new HashMap<>();
+
+        MarkerBytes(List<Checkpoint> checkpoints) {
+            for (Checkpoint c : checkpoints) {
+                if (c.marker().length() > 0 && c.offset() >= c.marker().length()) {
+                    windows.put(c, new byte[c.marker().length()]);
+                    filled.put(c, 0);
+                }
+            }
+        }
+
+        /** The stream's bytes at [position, position + n). */
+        void take(byte[] bytes, int n, long position) {
+            for (Map.Entry<Checkpoint, byte[]> w : windows.entrySet()) {
+                byte[] window = w.getValue();
+                long from = w.getKey().offset() - window.length;
+                long start = Math.max(from, position);
+                long end = Math.min(w.getKey().offset(), position + n);
+                if (start >= end) continue;
+                System.arraycopy(bytes, (int) (start - position), window, (int) (start - from), (int) (end - start));
+                filled.merge(w.getKey(), (int) (end - start), Integer::sum);
+            }
+        }
+
+        Map<Checkpoint, Long> crcs() {
+            Map<Checkpoint, Long> crcs = new HashMap<>();
+            windows.forEach((c, window) -> {
+                if (filled.get(c) == window.length) crcs.put(c, Checksum.of(window, window.length).crc());
+            });
+            return crcs;
         }
     }
 

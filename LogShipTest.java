@@ -1748,6 +1748,33 @@ public class LogShipTest {
         }
 
         @Test
+        void anArchiveThatOnlyStartsLikeAShippedFileIsShippedWhole() throws Exception {
+            // The same 1.2 KiB banner opens both files (Vector #643's trap): matching first bytes
+            // alone would take c.log.gz for b.log compressed and ship none of it.
+            Map<String, String> env = env("LOG_FILE_PATTERN", ".\\.log(\\.gz)?");
+            String banner = "# service banner " + "=".repeat(1200) + "\n";
+            Path b = logs().resolve("b.log");
+            append(b, banner + numbered("b says ", 0, 300));
+            assertEquals(banner + numbered("b says ", 0, 300), shipOnce(env));
+            Files.delete(b);
+            gzip(logs().resolve("c.log.gz"), banner + numbered("c says ", 0, 300));
+            Shipped run = Shipped.start(env, "--once");
+            assertEquals(0, run.awaitExit(), run::stderr);
+            assertEquals(banner + numbered("c says ", 0, 300), run.stdout());
+            assertTrue(run.stderr().contains("warn: c.log.gz starts like b.log"), run::stderr);
+        }
+
+        @Test
+        void anArchiveThatOnlyStartsLikeALiveFileIsNotHeldBack() throws Exception {
+            String banner = "# service banner " + "=".repeat(1200) + "\n";
+            append(logs().resolve("b.log"), banner + numbered("b says ", 0, 300));
+            InProcess shipper = new InProcess(logs(), "-p", ".\\.log(\\.gz)?").start();
+            assertEquals(banner + numbered("b says ", 0, 300), shipper.poll());
+            gzip(logs().resolve("c.log.gz"), banner + numbered("c says ", 0, 300));
+            assertEquals(banner + numbered("c says ", 0, 300), shipper.poll(), "held back behind a look-alike");
+        }
+
+        @Test
         void aFileRotatedAndCompressedWhileRunningIsNotShippedAgain() throws Exception {
             Map<String, String> env = env("LOG_FILE_PATTERN", "app\\.log(\\.\\d+\\.gz)?", "LOG_ROTATE_WAIT", "300ms");
             Path log = logs().resolve("app.log");
