@@ -505,6 +505,11 @@ public class LogShip implements Callable<Integer> {
 
         int tailCount() { return tails.size(); }
 
+        /** Bytes read from plain files and inflated to check archives: what the work costs. */
+        long bytesRead() { return shared.reader().bytesRead; }
+
+        long bytesInflated() { return archives.bytesInflated; }
+
         private Watcher startWatcher() {
             try {
                 return new Watcher(scanner, wakeup);
@@ -903,6 +908,8 @@ public class LogShip implements Callable<Integer> {
         private long lastGrowthNanos = System.nanoTime();
         private long cutLines;
         private boolean committed;
+        /** The bytes from the offset up to here hold no line end: a line still being written. */
+        private long noLineEndBefore;
         // Compressed files only: the decompressed stream positioned at the offset, whether all of it
         // was shipped, and the archive's size and time when it was found complete.
         private ArchiveStream inflated;
@@ -1053,15 +1060,17 @@ public class LogShip implements Callable<Integer> {
             if (size < at.offset() || !at.marker().stillBefore(file, at.offset())) {
                 Log.warn(name() + " was truncated; reading it again from the start");
                 at = Checkpoint.START;
+                noLineEndBefore = 0;
             }
-            if (size <= at.offset()) {
+            ByteSource bytes = (into, position) -> file.read(ByteBuffer.wrap(into), position);
+            if (size <= at.offset() || stillTheSamePartialLine(bytes, size, turn)) {
                 idle();
                 return false;
             }
             long from = at.offset();
-            Progress progress = shared.reader().read((into, position) -> file.read(ByteBuffer.wrap(into), position),
-                    from, at.skippingLongLine(), turn, origin(), shared.sink());
+            Progress progress = shared.reader().read(bytes, from, at.skippingLongLine(), turn, origin(), shared.sink());
             commit(progress);
+            noLineEndBefore = progress.endsInPartialLine() ? progress.readTo() : 0;
             at = at.withMarker(Marker.before(file, at.offset()));
             // Retake the fingerprint while reading the file's first KiB: it may have been rewritten at
             // offset 0 (nothing shipped, so no marker to notice), and a short one is widened.
@@ -1087,6 +1096,21 @@ public class LogShip implements Callable<Integer> {
             close();
             Log.debug("shipped the archive " + name());
             return false;
+        }
+
+        /**
+         * A line still being written is not read again from its start at every change (that costs
+         * the square of its length): only the bytes that arrived since are searched for its end,
+         * until it ends or reaches the line limit.
+         */
+        private boolean stillTheSamePartialLine(ByteSource bytes, long size, Turn turn) throws IOException {
+            if (noLineEndBefore <= at.offset() || turn.shipTrailingPartial()
+                    || size - at.offset() > shared.maxLineBytes()) {
+                return false;
+            }
+            if (shared.reader().hasNewline(bytes, noLineEndBefore, size)) return false;
+            noLineEndBefore = size;
+            return true;
         }
 
         /** Stdout accepted the lines: only now may the offset move past them. */
@@ -1141,6 +1165,7 @@ public class LogShip implements Callable<Integer> {
                 Log.debug(name() + " is a new file that reuses an old inode; reading it from the start");
                 shared.positions().retire(key);
                 at = Checkpoint.START;
+                noLineEndBefore = 0;
             }
             return channel;
         }
@@ -1293,8 +1318,20 @@ public class LogShip implements Callable<Integer> {
 
         private final Positions positions;
         private final Tail.Shared shared;
-        /** .gz files still being written or found corrupt, with the size at which we last looked. */
-        private final Map<FileKey, Long> onHold = new HashMap<>();
+        /** .gz files still being written or found corrupt: the size at which we last looked, and
+         *  for one being written, its stream inflated as far as it went. */
+        private final Map<FileKey, Held> onHold = new HashMap<>();
+        static final int MAX_GROWING = 8;
+        /** Every byte inflated to check archives, for the cost of checking to be measured. */
+        long bytesInflated;
+
+        /** An archive that could not be shipped yet. */
+        static final class Held {
+            long size;
+            GrowingArchive growing;
+
+            Held(long size) { this.size = size; }
+        }
 
         Archives(Positions positions, Tail.Shared shared) {
             this.positions = positions;
@@ -1303,8 +1340,9 @@ public class LogShip implements Callable<Integer> {
 
         /** A tail for a complete archive, or null while it must wait (or is corrupt). */
         Tail start(ScannedFile file, Collection<Tail> tails) {
-            Long heldAtSize = onHold.get(file.key());
-            if (heldAtSize != null && heldAtSize == file.size()) return null; // unchanged since we last looked
+            Held held = onHold.get(file.key());
+            if (held != null && held.size == file.size()) return null; // unchanged since we last looked
+            if (held != null && held.growing != null && !grownComplete(held, file)) return null;
             List<Original> originals = new ArrayList<>();
             ArchiveCheck check;
             try {
@@ -1317,19 +1355,21 @@ public class LogShip implements Callable<Integer> {
                 return null;
             }
             String name = file.path().getFileName().toString();
-            if (check instanceof ArchiveCheck.Incomplete) {
+            if (check instanceof ArchiveCheck.Incomplete incomplete) {
+                bytesInflated += incomplete.inflated();
                 Log.debug(name + " is not a complete gzip stream yet; waiting for its writer");
-                onHold.put(file.key(), file.size());
+                hold(file).growing = growing(file);
                 return null;
             }
             if (check instanceof ArchiveCheck.Corrupt corrupt) {
                 Log.warnOnce("corrupt:" + file.key() + ":" + file.size(), "skipping " + name
                         + ": not a valid gzip file (" + corrupt.why() + ")");
-                onHold.put(file.key(), file.size());
+                hold(file);
                 return null;
             }
             ArchiveCheck.Complete archive = (ArchiveCheck.Complete) check;
-            onHold.remove(file.key());
+            bytesInflated += archive.length();
+            release(file.key());
             Tail tail = Tail.archive(file, Fingerprint.of(archive.head(), archive.headLength()), shared);
             Positions.Entry saved = positions.get(file.key());
             // This very archive, shipped in part before a restart. An empty fingerprint proves
@@ -1363,7 +1403,55 @@ public class LogShip implements Callable<Integer> {
         }
 
         /** Archives no longer in the directory need no hold. */
-        void forgetAllBut(Set<FileKey> present) { onHold.keySet().retainAll(present); }
+        void forgetAllBut(Set<FileKey> present) {
+            for (FileKey key : new ArrayList<>(onHold.keySet())) {
+                if (!present.contains(key)) release(key);
+            }
+        }
+
+        private Held hold(ScannedFile file) {
+            release(file.key());
+            Held held = new Held(file.size());
+            onHold.put(file.key(), held);
+            return held;
+        }
+
+        private void release(FileKey key) {
+            Held held = onHold.remove(key);
+            if (held != null) Descriptors.closeQuietly(held.growing);
+        }
+
+        /**
+         * An archive still being written is inflated once, as it grows, instead of from its start at
+         * every change (the square of its length). Bounded: past MAX_GROWING they are re-checked whole.
+         */
+        private GrowingArchive growing(ScannedFile file) {
+            if (onHold.values().stream().filter(h -> h.growing != null).count() >= MAX_GROWING) return null;
+            try {
+                GrowingArchive growing = new GrowingArchive(Descriptors.openArchiveStream(file.source(), file.key()));
+                bytesInflated += growing.inflateWhatArrived();
+                return growing;
+            } catch (IOException e) {
+                return null; // the whole check runs again next time
+            }
+        }
+
+        /** Inflates what arrived since; true once the stream ends (then it is checked whole, once). */
+        private boolean grownComplete(Held held, ScannedFile file) {
+            held.size = file.size();
+            try {
+                long inflated = held.growing.inflateWhatArrived();
+                bytesInflated += Math.max(0, inflated);
+                if (inflated < 0) {
+                    return false;
+                }
+            } catch (IOException e) {
+                // A surprise mid-stream (a torn trailer read, a replaced file): the whole check decides.
+            }
+            Descriptors.closeQuietly(held.growing);
+            held.growing = null;
+            return true;
+        }
 
         private List<Original> originalsStartingLike(byte[] head, int headLength, Collection<Tail> tails) {
             List<Original> found = new ArrayList<>();
@@ -1458,7 +1546,7 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
-        record Incomplete() implements ArchiveCheck {}
+        record Incomplete(long inflated) implements ArchiveCheck {}
 
         record Corrupt(String why) implements ArchiveCheck {}
 
@@ -1475,19 +1563,45 @@ public class LogShip implements Callable<Integer> {
         static ArchiveCheck of(ScannedFile archive, Candidates candidates) throws IOException {
             byte[] head = new byte[Fingerprint.SIZE];
             byte[] chunk = new byte[LineReader.CHUNK];
+            long length = 0;
             try (InputStream in = Descriptors.openArchiveStream(archive.source(), archive.key())) {
                 int headLength = in.readNBytes(head, 0, head.length);
                 MarkerBytes markers = new MarkerBytes(candidates.startingLike(head, headLength));
                 markers.take(head, headLength, 0);
-                long length = headLength;
+                length = headLength;
                 for (int n; (n = in.read(chunk)) > 0; length += n) markers.take(chunk, n, length);
                 return new Complete(head, headLength, length, markers.crcs());
             } catch (EOFException e) {
-                return new Incomplete();
+                return new Incomplete(length);
             } catch (ZipException e) {
                 return new Corrupt(e.getMessage());
             }
         }
+    }
+
+    /**
+     * A gzip stream read as its file grows. Inflating stops at the end of what has arrived (an
+     * EOFException, which leaves the inflater ready for more input) and resumes there next time.
+     */
+    static final class GrowingArchive implements Closeable {
+        private final InputStream inflated;
+        private final byte[] scratch = new byte[LineReader.CHUNK];
+
+        GrowingArchive(InputStream inflated) { this.inflated = inflated; }
+
+        /** Bytes inflated now; negative (less the count) while the stream has not ended yet. */
+        long inflateWhatArrived() throws IOException {
+            long n = 0;
+            try {
+                for (int got; (got = inflated.read(scratch)) > 0; ) n += got;
+                return n;
+            } catch (EOFException e) {
+                return -n - 1;
+            }
+        }
+
+        @Override
+        public void close() throws IOException { inflated.close(); }
     }
 
     /** Collects, from a stream read once, the bytes just before each checkpoint's offset. */
@@ -1631,7 +1745,10 @@ public class LogShip implements Callable<Integer> {
     }
 
     /** What one turn of reading achieved; moreToRead when the turn ended before the data did. */
-    record Progress(long offset, boolean skippingLongLine, boolean moreToRead, long lines, long cut) {}
+    record Progress(long offset, boolean skippingLongLine, boolean moreToRead, long lines, long cut, long readTo) {
+        /** Bytes read past the offset that hold no line end yet: a line still being written. */
+        boolean endsInPartialLine() { return !moreToRead && !skippingLongLine && readTo > offset; }
+    }
 
     /** Where a LineReader gets bytes from: positional reads for plain files, a stream for archives. */
     interface ByteSource {
@@ -1665,8 +1782,22 @@ public class LogShip implements Callable<Integer> {
         private boolean stopAtLineEnd;
         private long lines;
         private long cut;
+        /** Every byte read, for the cost of reading to be measured. */
+        long bytesRead;
 
         LineReader(int maxLineBytes) { this.maxLineBytes = maxLineBytes; }
+
+        /** Whether [from, to) holds a line end: only the new bytes of a line still being written. */
+        boolean hasNewline(ByteSource source, long from, long to) throws IOException {
+            for (long position = from; position < to; ) {
+                int n = source.read(chunk, position);
+                if (n <= 0) return false;
+                bytesRead += n;
+                if (indexOfNewline(chunk, 0, (int) Math.min(n, to - position)) >= 0) return true;
+                position += n;
+            }
+            return false;
+        }
 
         /**
          * Reads from {@code start} until the data ends or the turn's limits are reached; never
@@ -1694,6 +1825,7 @@ public class LogShip implements Callable<Integer> {
                 }
                 int n = source.read(chunk, position);
                 if (n <= 0) break;
+                bytesRead += n;
                 int used = split(position, n);
                 position += used;
                 if (used < n) {
@@ -1706,7 +1838,7 @@ public class LogShip implements Callable<Integer> {
                 ship(false);
                 committed = position;
             }
-            return new Progress(committed, skipping, moreToRead, lines, cut);
+            return new Progress(committed, skipping, moreToRead, lines, cut, position);
         }
 
         /**

@@ -1335,6 +1335,41 @@ public class LogShipTest {
         }
 
         @Test
+        void aLongLineWrittenInPiecesIsReadOncePieceByPieceNotOverAndOver() throws Exception {
+            // A 1 MiB line arriving 4 KiB at a time: re-reading it from its start at every change
+            // reads ~128 MiB; remembering how far it was scanned reads each byte about twice.
+            Path log = dir.resolve("slow.log");
+            InProcess shipper = new InProcess(dir, "--max-line-bytes", "2097152").start();
+            String piece = "p".repeat(4096);
+            for (int i = 0; i < 256; i++) {
+                append(log, piece);
+                assertEquals("", shipper.poll());
+            }
+            append(log, "\n");
+            assertEquals(piece.repeat(256) + "\n", shipper.poll());
+            long read = shipper.shipper.bytesRead();
+            assertTrue(read <= 3L * 256 * 4096, "read " + read + " bytes to ship a 1 MiB line");
+        }
+
+        @Test
+        void anArchiveWrittenInPiecesIsInflatedOnceNotAtEveryChange() throws Exception {
+            byte[] whole = gzipBytes(IntStream.range(0, 40_000).mapToObj(i -> "line " + i + " " + (i * 7919L) % 100_003)
+                    .collect(Collectors.joining("\n", "", "\n")));
+            Path archive = dir.resolve("slow.log.gz");
+            InProcess shipper = new InProcess(dir, "-p", ".+\\.gz").start();
+            int pieces = 0;
+            for (int from = 0; from < whole.length; from += 2048, pieces++) {
+                append(archive, Arrays.copyOfRange(whole, from, Math.min(whole.length, from + 2048)));
+                shipper.poll();
+            }
+            assertEquals(40_000, shipper.all().lines().count());
+            long inflated = shipper.shipper.bytesInflated();
+            long size = shipper.all().length();
+            assertTrue(inflated <= 4 * size, "inflated " + inflated + " bytes over " + pieces
+                    + " changes for an archive of " + size);
+        }
+
+        @Test
         void aFiftyMegabyteLineKeepsMemoryBounded() throws Exception {
             Path log = dir.resolve("huge.log");
             byte[] chunk = "0123456789abcdef".repeat(64 * 1024).getBytes(StandardCharsets.US_ASCII); // 1 MiB
