@@ -309,7 +309,11 @@ public class Check {
     }
 
     static String stillOrExited(Run run) {
-        if (run.alive()) return "it is still running.";
+        if (run.alive()) {
+            List<String> err = run.stderr().lines().toList();
+            return "it is still running" + (err.size() <= 1 ? "." : ", and its stderr ends with:\n  "
+                    + String.join("\n  ", err.subList(Math.max(1, err.size() - 3), err.size())));
+        }
         return "it exited: " + run.describe() + (run.exitCode() == 0
                 ? "\nA sidecar keeps running: call() must not return (wait on the ticker, e.g. awaitTermination)." : "");
     }
