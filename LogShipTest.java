@@ -5,6 +5,8 @@
 //DEPS io.kubernetes:client-java:27.0.0
 //DEPS org.slf4j:slf4j-nop:2.0.18
 //SOURCES LogShip.java
+//SOURCES workshop/Check.java
+//SOURCES workshop/CheckDeploy.java
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -3519,6 +3521,122 @@ public class LogShipTest {
                 }
             }
             return files;
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // The workshop (WORKSHOP.md): its checker against each step's solution and the starter, its
+    // image and manifest, and its pointers into LogShip.java
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class Workshop {
+        /** Each script compiled once (JBang caches the jar too), then run by as many checks as need it. */
+        static final Map<String, Check.Program> COMPILED = new java.util.concurrent.ConcurrentHashMap<>();
+        final Path repo = root();
+
+        static Path root() {
+            for (Path p = Path.of("").toAbsolutePath(); p != null; p = p.getParent())
+                if (Files.exists(p.resolve("WORKSHOP.md")) && Files.exists(p.resolve("LogShip.java"))) return p;
+            throw new IllegalStateException("run from inside the LogShip repository");
+        }
+
+        Check.Program compiled(String script) {
+            return COMPILED.computeIfAbsent(script, s -> {
+                try {
+                    return Check.compile(repo.resolve(s));
+                } catch (Exception e) {
+                    throw new AssertionError(s + " does not compile: " + e.getMessage(), e);
+                }
+            });
+        }
+
+        List<Check.Result> check(int step, String script) throws Exception {
+            return Check.run(step, compiled(script));
+        }
+
+        static String failures(List<Check.Result> results) {
+            return results.stream().filter(r -> !r.passed()).map(r -> r.check() + ": " + r.hint())
+                    .collect(Collectors.joining("\n"));
+        }
+
+        static boolean failed(List<Check.Result> results, String checkStartsWith) {
+            Check.Result r = results.stream().filter(x -> x.check().startsWith(checkStartsWith)).findFirst()
+                    .orElseThrow(() -> new AssertionError("no check '" + checkStartsWith + "' in " + results));
+            return !r.passed();
+        }
+
+        @ParameterizedTest(name = "step {0}")
+        @ValueSource(ints = {2, 3, 4, 5})
+        void eachStepsSolutionPassesThatStepsChecks(int step) throws Exception {
+            List<Check.Result> results = check(step, "workshop/solutions/Step" + step + ".java");
+            assertTrue(results.size() >= 3, "too few checks: " + results);
+            assertEquals("", failures(results), "workshop/solutions/Step" + step + ".java fails step " + step);
+        }
+
+        @Test
+        void stepThreesSolutionFailsStepFourBecauseItPrintsLinesAgainAndTorn() throws Exception {
+            List<Check.Result> results = check(4, "workshop/solutions/Step3.java");
+            assertTrue(failed(results, "prints each line once"), () -> "step 3 re-prints whole files: " + results);
+            assertTrue(failed(results, "holds back a line"), () -> "step 3 prints half lines: " + results);
+            Check.Result once = results.stream().filter(r -> r.check().startsWith("prints each line once")).findFirst().get();
+            assertTrue(once.hint().matches("(?s)`hello` was printed \\d+ times.*offset.*"), once.hint());
+        }
+
+        @Test
+        void stepFoursSolutionFailsStepFiveBecauseItDoesNotDrain() throws Exception {
+            List<Check.Result> results = check(5, "workshop/solutions/Step4.java");
+            assertTrue(failed(results, "ships what the files gained"), () -> "step 4 has no drain: " + results);
+        }
+
+        @Test
+        void theStarterPassesStepOneAndFailsEveryStepItLeavesUndone() throws Exception {
+            assertEquals("", failures(Check.run(1, repo.resolve("workshop/Sidecar.java"))), "the starter must compile and run");
+            for (int step = 2; step <= 5; step++) {
+                List<Check.Result> results = check(step, "workshop/Sidecar.java");
+                assertTrue(results.stream().anyMatch(r -> !r.passed()), "the starter passes step " + step + ": " + results);
+            }
+        }
+
+        @Test
+        void theImageAndManifestPassTheOfflineCheckThatReadsThemWithTheKubernetesModels() throws Exception {
+            assertEquals("", failures(CheckDeploy.check(repo.resolve("workshop"))));
+        }
+
+        @Test
+        void theOfflineCheckCatchesAMisspeltFieldAndAShellFormEntrypoint(@TempDir Path copy) throws Exception {
+            String yaml = Files.readString(repo.resolve("workshop/deployment.yaml"));
+            String docker = Files.readString(repo.resolve("workshop/Dockerfile"));
+            Files.writeString(copy.resolve("deployment.yaml"), yaml.replace("readOnly: true", "readonly: true"));
+            Files.writeString(copy.resolve("Dockerfile"), docker.replaceAll("(?m)^ENTRYPOINT .*$", "ENTRYPOINT java -jar /app/sidecar.jar"));
+            List<Check.Result> results = CheckDeploy.check(copy);
+            assertTrue(failed(results, "deployment.yaml holds only valid"), results::toString);
+            assertTrue(failed(results, "ENTRYPOINT is exec form"), results::toString);
+        }
+
+        /** WORKSHOP.md points into the product as `LogShip.Type` or `LogShip.Type.method`: a rename must fail here. */
+        @Test
+        void everyLogShipNameWorkshopMdPointsToExists() throws IOException {
+            String guide = Files.readString(repo.resolve("WORKSHOP.md"));
+            Matcher m = Pattern.compile("`LogShip\\.([A-Z]\\w*)(?:\\.([a-z]\\w*))?(?:\\(\\))?`").matcher(guide);
+            Set<String> pointers = new java.util.TreeSet<>();
+            Set<String> missing = new java.util.LinkedHashSet<>();
+            while (m.find()) {
+                if (!pointers.add(m.group(0))) continue;
+                Class<?> type = Arrays.stream(LogShip.class.getDeclaredClasses())
+                        .filter(c -> c.getSimpleName().equals(m.group(1))).findFirst().orElse(null);
+                if (type == null) missing.add("LogShip." + m.group(1));
+                else if (m.group(2) != null && Arrays.stream(type.getDeclaredMethods()).noneMatch(x -> x.getName().equals(m.group(2))))
+                    missing.add("LogShip." + m.group(1) + "." + m.group(2));
+            }
+            assertTrue(pointers.size() >= 10, "WORKSHOP.md should point into LogShip.java as `LogShip.Type`: " + pointers);
+            assertTrue(missing.isEmpty(), "WORKSHOP.md points to names LogShip.java does not have: " + missing);
+        }
+
+        @Test
+        void theReadmeLinksTheWorkshopOnItsFirstScreen() throws IOException {
+            List<String> firstScreen = Files.readAllLines(repo.resolve("README.md")).stream().limit(30).toList();
+            assertTrue(firstScreen.stream().anyMatch(l -> l.contains("(WORKSHOP.md)")), "README's first 30 lines must link WORKSHOP.md");
         }
     }
 }
