@@ -464,6 +464,8 @@ public class LogShip implements Callable<Integer> {
                 return 1;
             } finally {
                 tails.values().forEach(Tail::close);
+                Log.debug("work: " + scanner.listings + " directory listings, " + shared.descriptors().opens
+                        + " opens, " + bytesRead() + " bytes read, " + bytesInflated() + " bytes inflated");
             }
         }
 
@@ -512,7 +514,7 @@ public class LogShip implements Callable<Integer> {
 
         private Watcher startWatcher() {
             try {
-                return new Watcher(scanner, wakeup);
+                return new Watcher(scanner, wakeup, Math.min(1024, shared.descriptors().budget()));
             } catch (IOException | UnsupportedOperationException e) {
                 Log.warn("no change notification (" + e.getMessage() + "); polling every "
                         + formatDuration(settings.interval()));
@@ -531,32 +533,101 @@ public class LogShip implements Callable<Integer> {
             Set<FileKey> present = new HashSet<>();
             for (ScannedFile file : scanned) {
                 present.add(file.key());
-                Tail tail = tails.get(file.key());
-                if (tail != null && tail.compressed && !tail.sameArchive(file)) {
-                    // Archives do not grow: another archive got this inode (replaced by logrotate).
-                    tail.close();
-                    tails.remove(tail.key);
-                    tail = null;
-                }
-                if (tail != null) {
-                    tail.foundAt(file);
-                } else {
-                    startTail(file, null, startup);
-                }
+                reconcile(file, startup);
             }
-            for (Iterator<Tail> it = tails.values().iterator(); it.hasNext(); ) {
-                Tail tail = it.next();
-                if (present.contains(tail.key) || tail.renamedAwayOrDeleted()) continue;
+            List<Tail> lost = new ArrayList<>();
+            for (Tail tail : tails.values()) {
+                if (!present.contains(tail.key) && !tail.renamedAwayOrDeleted()) lost.add(tail);
+            }
+            settleLostNames(lost, List.of());
+            archives.forgetAllBut(present);
+        }
+
+        /**
+         * The same for the entries a batch of events names, and only those: the work is in proportion
+         * to the events, not to the directory, so a storm of short-lived files is kept up with.
+         * Returns the tails that lost their name in this batch.
+         */
+        private List<Tail> reconcileNamed(Set<String> names) {
+            Map<String, List<Tail>> byName = new HashMap<>();
+            for (Tail t : tails.values()) {
+                if (!t.renamedAwayOrDeleted()) byName.computeIfAbsent(t.name(), n -> new ArrayList<>()).add(t);
+            }
+            List<Tail> lost = new ArrayList<>();
+            for (String name : names) {
+                ScannedFile file = scanner.matches(name) ? scanner.inspect(scanner.resolve(name)) : null;
+                for (Tail t : byName.getOrDefault(name, List.of())) {
+                    if (file == null || !t.key.equals(file.key())) lost.add(t);
+                }
+                if (file != null) reconcile(file, false);
+            }
+            lost.removeIf(Tail::renamedAwayOrDeleted); // found again under another name in this batch
+            settleLostNames(lost, names);
+            return lost;
+        }
+
+        /**
+         * A file created and renamed to a name we do not match before the watcher could open it (a
+         * burst of rotations): it is found under its new name among the names just reported, and
+         * read to its end there like any file renamed away.
+         */
+        private void followRenamedBeforeOpened(List<ScannedFile> missed, Set<String> names) {
+            missed.removeIf(file -> tails.containsKey(file.key()));
+            if (missed.isEmpty()) return;
+            Set<FileKey> keys = missed.stream().map(ScannedFile::key).collect(Collectors.toSet());
+            Map<FileKey, Path> found = scanner.locate(keys, names);
+            for (ScannedFile file : missed) {
+                Path now = found.get(file.key());
+                if (now == null || tails.containsKey(file.key())) continue;
+                Tail tail = Tail.start(new ScannedFile(now, now, file.key(), file.size()), null, false, shared);
+                if (tail == null) continue;
+                tails.put(tail.key, tail);
+                tail.lostItsName();
+                tail.movedTo(now);
+            }
+        }
+
+        private void reconcile(ScannedFile file, boolean startup) {
+            Tail tail = tails.get(file.key());
+            if (tail != null && tail.compressed && !tail.sameArchive(file)) {
+                // Archives do not grow: another archive got this inode (replaced by logrotate).
+                tail.close();
+                tails.remove(tail.key);
+                tail = null;
+            }
+            if (tail != null) tail.foundAt(file);
+            else startTail(file, null, startup);
+        }
+
+        /**
+         * Tails whose name no longer leads to them. One with an open handle reads on through it; one
+         * without is looked for under another name (the names just reported first, then at most one
+         * listing for all of them: never a listing per file), and dropped, its position kept, if
+         * it is gone.
+         */
+        private void settleLostNames(List<Tail> lost, Collection<String> likelyNames) {
+            Set<FileKey> closed = new HashSet<>();
+            for (Tail tail : lost) {
                 tail.lostItsName();
                 if (tail.compressed) {
                     tail.close();
-                    it.remove();
-                } else if (!tail.stillReadable()) {
-                    keepPosition(tail);
-                    it.remove();
+                    tails.remove(tail.key);
+                } else if (!tail.hasHandle()) {
+                    closed.add(tail.key);
                 }
             }
-            archives.forgetAllBut(present);
+            if (closed.isEmpty()) return;
+            Map<FileKey, Path> found = scanner.locate(closed, likelyNames);
+            for (FileKey key : closed) {
+                Tail tail = tails.get(key);
+                Path now = found.get(key);
+                if (now != null) {
+                    tail.movedTo(now);
+                } else {
+                    keepPosition(tail);
+                    tails.remove(key);
+                }
+            }
         }
 
         /** A new file gets a tail that starts where its saved position (or --start-at) says. */
@@ -578,21 +649,23 @@ public class LogShip implements Callable<Integer> {
                 }
             }
             Set<String> names = watcher.takeChanged();
-            boolean rescan = watcher.takeNeedsRescan();
-            Set<String> tailNames = tails.values().stream().map(Tail::name).collect(Collectors.toSet());
-            for (String name : names) {
-                if (!tailNames.contains(name) && scanner.matches(name)) rescan = true;
+            Collection<Tail> lostNow = List.of();
+            if (watcher.takeNeedsRescan()) {
+                rescan(false); // events were dropped: only the whole directory tells what changed
+            } else {
+                lostNow = reconcileNamed(names);
             }
-            if (rescan) rescan(false);
-            Set<Tail> due = new LinkedHashSet<>();
+            followRenamedBeforeOpened(watcher.takeRenamedBeforeOpened(), names);
+            Set<Tail> due = new LinkedHashSet<>(lostNow);
             for (Tail t : tails.values()) {
-                // Renamed-away files change under names we cannot map back, so they are always due;
-                // files just found are due too, as an overflow may have dropped their own events.
-                if (t.renamedAwayOrDeleted() || names.contains(t.name()) || !known.contains(t.key)
-                        || (rescan && t.compressed)) {
+                // Renamed-away files read through a handle change under names we cannot map back, so
+                // they are always due; files just found are due too, as an overflow may have dropped
+                // their own events.
+                if ((t.renamedAwayOrDeleted() && t.hasHandle()) || names.contains(t.name()) || !known.contains(t.key)) {
                     due.add(t);
                 }
             }
+            due.removeIf(t -> !tails.containsKey(t.key));
             return due;
         }
 
@@ -733,6 +806,8 @@ public class LogShip implements Callable<Integer> {
 
     static final class Scanner {
         final Path directory;
+        /** How often the whole directory was listed: work that must not grow with every event. */
+        long listings;
         /** Where the directory really is; looked up at each scan, as its path may be re-pointed. */
         private volatile Path realDirectory;
         private final Pattern pattern;
@@ -750,6 +825,7 @@ public class LogShip implements Callable<Integer> {
         /** Every matching, shippable entry; null if the directory cannot be listed now. */
         List<ScannedFile> scan() {
             List<ScannedFile> found = new ArrayList<>();
+            listings++;
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(directory)) {
                 realDirectory = directory.toRealPath();
                 for (Path path : entries) {
@@ -819,22 +895,38 @@ public class LogShip implements Callable<Integer> {
             return target;
         }
 
-        /** Finds a file by identity under any name, matching or not: where did a closed file go? */
-        Path locate(FileKey key) {
+        /**
+         * Where did these files go, under any name, matching or not? The likely names (those events
+         * just reported) are looked at first, one stat each; only if some are still missing is the
+         * directory listed, once for all of them.
+         */
+        Map<FileKey, Path> locate(Set<FileKey> keys, Collection<String> likelyNames) {
+            Map<FileKey, Path> found = new HashMap<>();
+            for (String name : likelyNames) {
+                if (found.size() == keys.size()) return found;
+                identify(resolve(name), keys, found);
+            }
+            if (found.size() == keys.size()) return found;
+            listings++;
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(directory)) {
                 for (Path path : entries) {
-                    try {
-                        if (Files.isRegularFile(path, LinkOption.NOFOLLOW_LINKS) && key.equals(FileKey.of(path))) {
-                            return path;
-                        }
-                    } catch (IOException e) {
-                        // gone or unreadable: not the one
-                    }
+                    identify(path, keys, found);
+                    if (found.size() == keys.size()) break;
                 }
-            } catch (IOException e) {
-                return null;
+            } catch (IOException | UncheckedIOException e) {
+                // unlistable now: what was not found is treated as gone, its position kept
             }
-            return null;
+            return found;
+        }
+
+        private static void identify(Path path, Set<FileKey> keys, Map<FileKey, Path> found) {
+            try {
+                if (!Files.isRegularFile(path, LinkOption.NOFOLLOW_LINKS)) return;
+                FileKey key = FileKey.of(path);
+                if (keys.contains(key)) found.putIfAbsent(key, path);
+            } catch (IOException e) {
+                // gone or unreadable: not the one
+            }
         }
     }
 
@@ -910,6 +1002,8 @@ public class LogShip implements Callable<Integer> {
         private boolean committed;
         /** The bytes from the offset up to here hold no line end: a line still being written. */
         private long noLineEndBefore;
+        /** Renamed away, then found under its new name: it can be reopened there. */
+        private boolean foundElsewhere;
         // Compressed files only: the decompressed stream positioned at the offset, whether all of it
         // was shipped, and the archive's size and time when it was found complete.
         private ArchiveStream inflated;
@@ -991,6 +1085,7 @@ public class LogShip implements Callable<Integer> {
             path = file.path();
             source = file.source();
             goneSinceNanos = 0;
+            foundElsewhere = false;
         }
 
         /** Its name no longer leads to it: renamed away or deleted. */
@@ -999,8 +1094,18 @@ public class LogShip implements Callable<Integer> {
             if (!compressed) Log.debug(name() + " was renamed away or deleted; reading it to its end");
         }
 
-        /** Can it still be read to its end: through its open handle, or under the name it has now? */
-        boolean stillReadable() { return channel != null || reopenElsewhere(); }
+        boolean hasHandle() { return channel != null; }
+
+        /**
+         * Found under a name the scanner does not match (renamed away while its handle was given
+         * back): read on there, reopening it by that name when due.
+         */
+        void movedTo(Path now) {
+            Log.debug(name() + " is now " + now.getFileName() + "; reading it to its end");
+            path = now;
+            source = now;
+            foundElsewhere = true;
+        }
 
         boolean goneAndQuietFor(long quietNanos) {
             long now = System.nanoTime();
@@ -1137,9 +1242,12 @@ public class LogShip implements Callable<Integer> {
             return origin;
         }
 
-        /** Caught up with the file: give its descriptor back if we hold too many. */
+        /**
+         * Caught up with the file: give its descriptor back if we hold too many. Not for a file
+         * renamed away or deleted whose whereabouts are unknown: its handle is the only way to it.
+         */
         private void idle() {
-            if (shared.descriptors().overBudget() && !renamedAwayOrDeleted()) close();
+            if (shared.descriptors().overBudget() && (!renamedAwayOrDeleted() || foundElsewhere)) close();
         }
 
         /** Opens the file by its name, if that name still leads to this file. */
@@ -1157,9 +1265,12 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
-        /** Reopens a tail closed to save descriptors, under its name or wherever it went. */
+        /**
+         * Reopens a tail closed to save descriptors. If its name no longer leads to it, the next
+         * rescan or event batch finds where it went.
+         */
         private FileChannel reopen() throws IOException {
-            if (open() == null && !reopenElsewhere()) return null;
+            if (open() == null) return null;
             if (!at.fingerprint().matches(channel)) {
                 // The inode was freed while we held no handle and a new file got it: a new file.
                 Log.debug(name() + " is a new file that reuses an old inode; reading it from the start");
@@ -1168,15 +1279,6 @@ public class LogShip implements Callable<Integer> {
                 noLineEndBefore = 0;
             }
             return channel;
-        }
-
-        /** A closed tail whose name moved on: find the file under its new name, if it still exists. */
-        private boolean reopenElsewhere() {
-            Path now = shared.scanner().locate(key);
-            if (now == null) return false;
-            path = now;
-            source = now;
-            return open() != null;
         }
 
         void close() {
@@ -1190,14 +1292,19 @@ public class LogShip implements Callable<Integer> {
 
     /**
      * The open-file budget, and the one way files are opened. Half the descriptor limit, leaving the
-     * rest to the JVM, stdout and the watcher; tails past the budget give their handle back when
-     * caught up and reopen it when the file changes.
+     * rest to the JVM, stdout and the watcher's pinned new files; tails past the budget give their
+     * handle back when caught up and reopen it when the file changes.
      */
     static final class Descriptors {
         private final int budget;
         private int open;
+        /** Files opened by tails in all. */
+        long opens;
 
         Descriptors(int budget) { this.budget = budget; }
+
+        /** How many handles tails may hold; about as many again are left for pinned new files. */
+        int budget() { return budget; }
 
         /** Read from /proc rather than through the management beans, which cost ~4 MiB of memory. */
         static Descriptors fromProcessLimit() {
@@ -1219,16 +1326,20 @@ public class LogShip implements Callable<Integer> {
          * tail counts the handle when it takes it ({@link #countPinned}).
          */
         static FileChannel openIfStill(Path path, FileKey expected) throws IOException {
-            FileChannel channel = openWithoutBlocking(path);
-            FileKey now;
             try {
-                now = FileKey.of(path);
-            } catch (IOException e) {
-                now = null;
+                return openLater(path, expected).get();
+            } catch (ExecutionException e) {
+                if (e.getCause() instanceof UncheckedIOException io) throw io.getCause();
+                if (e.getCause() instanceof TimeoutException) {
+                    throw new IOException("opening it blocked for " + formatDuration(OPEN_TIMEOUT)
+                            + ", so it is no longer a regular file (a FIFO?); " + stuckOpens.get()
+                            + " open(s) abandoned so far");
+                }
+                throw new IOException(e.getCause());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IOException("interrupted while opening");
             }
-            if (expected.equals(now)) return channel;
-            channel.close();
-            return null;
         }
 
         static final Duration OPEN_TIMEOUT = Duration.ofSeconds(1);
@@ -1241,38 +1352,48 @@ public class LogShip implements Callable<Integer> {
 
         /**
          * The one place a log file is opened: never through a symlink (what was checked is what is
-         * read), and never for longer than OPEN_TIMEOUT. Opening a FIFO swapped in for a file blocks
-         * until a writer comes, and Java can neither open without blocking nor interrupt that open,
-         * so it runs on its own thread; a stuck one is abandoned (and counted), and the handle is
-         * closed should a writer ever free it.
+         * read), and never waited for longer than OPEN_TIMEOUT. Opening a FIFO swapped in for a file
+         * blocks until a writer comes, and Java can neither open without blocking nor interrupt that
+         * open, so it runs on an opener thread; a stuck one is abandoned (and counted), and the handle
+         * closed should a writer ever free it. The watcher does not wait at all: it takes the
+         * handle when it comes.
          */
-        static FileChannel openWithoutBlocking(Path path) throws IOException {
-            CompletableFuture<FileChannel> opening = CompletableFuture.supplyAsync(() -> {
+        static CompletableFuture<FileChannel> openLater(Path path, FileKey expected) {
+            CompletableFuture<FileChannel> result = new CompletableFuture<>();
+            CompletableFuture.supplyAsync(() -> {
                 try {
-                    return FileChannel.open(path, StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS);
+                    FileChannel channel = FileChannel.open(path, StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS);
+                    if (expected.equals(keyOrNull(path))) return channel;
+                    channel.close();
+                    return null;
                 } catch (IOException e) {
                     throw new UncheckedIOException(e);
                 }
-            }, OPENER);
+            }, OPENER).whenComplete((channel, error) -> {
+                boolean taken = error == null ? result.complete(channel) : result.completeExceptionally(error.getCause());
+                if (!taken) closeQuietly(channel); // it timed out: nobody else will close it
+            });
+            result.orTimeout(OPEN_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS).exceptionally(error -> {
+                if (error instanceof TimeoutException) stuckOpens.incrementAndGet();
+                return null;
+            });
+            return result;
+        }
+
+        private static FileKey keyOrNull(Path path) {
             try {
-                return opening.get(OPEN_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
-            } catch (TimeoutException e) {
-                opening.thenAccept(Descriptors::closeQuietly);
-                int stuck = stuckOpens.incrementAndGet();
-                throw new IOException("opening it blocked for " + formatDuration(OPEN_TIMEOUT)
-                        + ", so it is no longer a regular file (a FIFO?); " + stuck + " open(s) abandoned so far");
-            } catch (ExecutionException e) {
-                if (e.getCause() instanceof UncheckedIOException io) throw io.getCause();
-                throw new IOException(e.getCause());
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IOException("interrupted while opening");
+                return FileKey.of(path);
+            } catch (IOException e) {
+                return null;
             }
         }
 
         FileChannel open(Path path, FileKey expected) throws IOException {
             FileChannel channel = openIfStill(path, expected);
-            if (channel != null) open++;
+            if (channel != null) {
+                open++;
+                opens++;
+            }
             return channel;
         }
 
@@ -2213,15 +2334,28 @@ public class LogShip implements Callable<Integer> {
         /** A file opened the moment it appeared, before the loop got to it. */
         record Pinned(ScannedFile file, FileChannel channel) {}
 
-        static final int MAX_PINNED = 64;
+        /**
+         * Pinned handles are bounded (the loop takes none while stdout is blocked, and descriptors
+         * are finite) but generous: they are the slack that lets files living 100 ms at a thousand
+         * a second be shipped while the loop catches up. The open-file budget leaves room for them.
+         */
+        private final int maxPinned;
         private final WatchService service;
         private final Scanner scanner;
         private final Set<String> changed = ConcurrentHashMap.newKeySet();
         private final AtomicBoolean needsRescan = new AtomicBoolean();
         private final Queue<Pinned> pinned = new ConcurrentLinkedQueue<>();
+        /** New files renamed away before they could be opened by their name: the loop looks for them. */
+        private final Queue<ScannedFile> renamedBeforeOpened = new ConcurrentLinkedQueue<>();
+        /** Pinned files not yet taken, with those still being opened. */
+        private final AtomicInteger pinning = new AtomicInteger();
+        private final Wakeup wakeup;
+        private volatile boolean closed;
 
-        Watcher(Scanner scanner, Wakeup wakeup) throws IOException {
+        Watcher(Scanner scanner, Wakeup wakeup, int maxPinned) throws IOException {
             this.scanner = scanner;
+            this.wakeup = wakeup;
+            this.maxPinned = maxPinned;
             service = FileSystems.getDefault().newWatchService();
             scanner.directory.register(service, StandardWatchEventKinds.ENTRY_CREATE,
                     StandardWatchEventKinds.ENTRY_DELETE, StandardWatchEventKinds.ENTRY_MODIFY);
@@ -2241,7 +2375,6 @@ public class LogShip implements Callable<Integer> {
                         } else {
                             String name = event.context().toString();
                             if (event.kind() == StandardWatchEventKinds.ENTRY_CREATE) pin(name);
-                            if (event.kind() != StandardWatchEventKinds.ENTRY_MODIFY) needsRescan.set(true);
                             changed.add(name);
                         }
                     }
@@ -2262,22 +2395,38 @@ public class LogShip implements Callable<Integer> {
          * between two scans, a file that lived for a moment is still shipped.
          */
         private void pin(String name) {
-            // Bounded: while stdout is blocked the loop takes none, and descriptors are finite. Past
-            // the bound, files are left to the rescan.
-            if (!scanner.matches(name) || name.endsWith(".gz") || pinned.size() >= MAX_PINNED) return;
+            // Past the bound, files are left to the loop, which opens them when it gets to them.
+            if (!scanner.matches(name) || name.endsWith(".gz") || pinning.get() >= maxPinned) return;
             ScannedFile file = scanner.inspect(scanner.resolve(name));
             if (file == null) return;
-            try {
-                FileChannel channel = Descriptors.openIfStill(file.source(), file.key());
-                if (channel != null) pinned.add(new Pinned(file, channel)); // else replaced: left to the rescan
-            } catch (IOException e) {
-                // gone or unreadable: the rescan decides what to say about it
-            }
+            // Not waited for: events keep being read while the file opens, or they would overflow.
+            pinning.incrementAndGet();
+            Descriptors.openLater(file.source(), file.key()).whenComplete((channel, error) -> {
+                if (channel == null) {
+                    pinning.decrementAndGet(); // gone or unreadable: the loop decides what to say
+                    if (error == null) {
+                        renamedBeforeOpened.add(file); // its name already leads to another file
+                        wakeup.signal();
+                    }
+                } else if (closed) {
+                    Descriptors.closeQuietly(channel);
+                } else {
+                    pinned.add(new Pinned(file, channel));
+                    wakeup.signal();
+                }
+            });
         }
 
         List<Pinned> takePinned() {
             List<Pinned> taken = new ArrayList<>();
             for (Pinned p; (p = pinned.poll()) != null; ) taken.add(p);
+            pinning.addAndGet(-taken.size());
+            return taken;
+        }
+
+        List<ScannedFile> takeRenamedBeforeOpened() {
+            List<ScannedFile> taken = new ArrayList<>();
+            for (ScannedFile f; (f = renamedBeforeOpened.poll()) != null; ) taken.add(f);
             return taken;
         }
 
@@ -2295,6 +2444,7 @@ public class LogShip implements Callable<Integer> {
 
         @Override
         public void close() throws IOException {
+            closed = true;
             service.close();
             for (Pinned p : takePinned()) p.channel().close();
         }

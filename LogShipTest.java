@@ -430,6 +430,13 @@ public class LogShipTest {
         }
     }
 
+    /** A count from the work summary LogShip prints at debug level when it stops ("work: 3 directory listings, ..."). */
+    static long work(String stderr, String what) {
+        Matcher m = Pattern.compile("work: .*?(\\d+) " + Pattern.quote(what)).matcher(stderr);
+        assertTrue(m.find(), () -> "no work summary naming " + what + " on stderr:\n" + tail(stderr));
+        return Long.parseLong(m.group(1));
+    }
+
     /** Compares shipped lines with what must come out, reporting the first difference, not a 2 MB dump. */
     static void assertLines(List<String> expected, List<String> actual) {
         if (expected.equals(actual)) return;
@@ -1859,6 +1866,56 @@ public class LogShipTest {
                 assertEquals(3 * files, lines.size());
                 assertEquals(3 * files, new java.util.HashSet<>(lines).size(), "no line twice");
                 assertFalse(run.stderr().contains("Too many open files"), run.stderr());
+            }
+        }
+
+        @Test
+        void aRenameStormToOtherNamesKeepsTheBudgetAndListsTheDirectoryOnlyOnceABatch() throws Exception {
+            int files = 3000;
+            for (int f = 0; f < files; f++) append(dir.resolve("f" + f + ".log"), "f" + f + "\n");
+            try (Shipped run = Shipped.start(List.of("prlimit", "--nofile=512:512", "--"), List.of(),
+                    Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h", "LOG_LEVEL", "debug"), true)) {
+                run.awaitReady().awaitLineCount(files);
+                for (int f = 0; f < files; f++) Files.move(dir.resolve("f" + f + ".log"), dir.resolve("f" + f + ".done"));
+                append(dir.resolve("after.log"), "after the storm\n");
+                run.awaitLineCount(files + 1);
+                assertEquals(0, run.terminate(), run::stderr);
+                assertFalse(run.stderr().contains("Too many open files"), () -> tail(run.stderr()));
+                assertEquals(files + 1, new HashSet<>(run.lines()).size());
+                long listings = work(run.stderr(), "directory listings");
+                // Finding where 3000 closed files went one listing each is 3000 listings of 3000 entries.
+                assertTrue(listings < 200, listings + " directory listings for a storm of " + files + " renames");
+            }
+        }
+
+        @Test
+        void shortLivedFilesAreShippedAtAThousandFilesPerSecond() throws Exception {
+            // Each file lives 100 ms; with an hourly rescan only change notification can catch them.
+            int files = 3000;
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "1h",
+                    "LOG_LEVEL", "debug"))) {
+                run.awaitReady();
+                java.util.concurrent.ScheduledExecutorService deleter = java.util.concurrent.Executors.newSingleThreadScheduledExecutor();
+                long start = System.nanoTime();
+                for (int f = 0; f < files; f++) {
+                    if (f % 10 == 0) java.util.concurrent.locks.LockSupport.parkNanos(start + f * 1_000_000L - System.nanoTime());
+                    Path file = dir.resolve("brief" + f + ".log");
+                    Files.writeString(file, "brief " + f + "\n");
+                    deleter.schedule(() -> Files.deleteIfExists(file), 100, TimeUnit.MILLISECONDS);
+                }
+                deleter.shutdown();
+                assertTrue(deleter.awaitTermination(60, TimeUnit.SECONDS));
+                append(dir.resolve("last.log"), "last\n");
+                await("the last file's line", PATIENCE, () -> run.stdout().contains("last\n"), () -> tail(run.stderr()));
+                assertEquals(0, run.terminate(), run::stderr);
+                Set<String> shipped = new HashSet<>(run.lines());
+                List<String> lost = IntStream.range(0, files).mapToObj(f -> "brief " + f).filter(l -> !shipped.contains(l)).toList();
+                assertTrue(lost.isEmpty(), () -> lost.size() + " of " + files + " short-lived files lost, e.g. " + lost.stream().limit(5).toList()
+                        + "; change notification overflowed " + count(run.stderr(), "overflowed") + " time(s)");
+                long listings = work(run.stderr(), "directory listings");
+                System.out.println("    (" + files + " files living 100 ms: " + listings + " directory listings)");
+                // Listing the directory for every batch of events is work that grows with the churn.
+                assertTrue(listings < 20, listings + " directory listings for " + files + " new files");
             }
         }
 
