@@ -421,6 +421,8 @@ public class LogShip implements Callable<Integer> {
         private final Ticker ticker;
         private final Map<FileKey, Tail> tails = new LinkedHashMap<>();
         private boolean positionsDirty;
+        /** Null when polling only (no change notification here, or --once). */
+        private Watcher watcher;
 
         Shipper(Settings settings, Sink sink, Shutdown shutdown, Wakeup wakeup, Positions positions)
                 throws IOException {
@@ -450,10 +452,13 @@ public class LogShip implements Callable<Integer> {
                     return 0;
                 }
                 // Watch first, then scan: a file created in between is then seen by one or the other.
-                try (Watcher watcher = startWatcher()) {
+                watcher = startWatcher();
+                try {
                     discoverAtStartup();
                     Log.info("ready: following " + tails.size() + " file(s)");
-                    follow(watcher);
+                    follow();
+                } finally {
+                    Descriptors.closeQuietly(watcher);
                 }
                 return drain();
             } catch (StdoutFailed e) {
@@ -474,7 +479,7 @@ public class LogShip implements Callable<Integer> {
          * what is due. Each tick runs the always-correct jobs; between ticks only what the watcher
          * saw changing is read.
          */
-        private void follow(Watcher watcher) throws IOException {
+        private void follow() throws IOException {
             ticker.start();
             readUntilCaughtUp(tails.values(), NO_DEADLINE, false);
             while (!shutdown.requested()) {
@@ -488,7 +493,7 @@ public class LogShip implements Callable<Integer> {
                 if (ticker.tickDue()) {
                     tick();
                 } else {
-                    readUntilCaughtUp(changedTails(watcher), NO_DEADLINE, false);
+                    readUntilCaughtUp(changedTails(), NO_DEADLINE, false);
                     closeQuietRotatedFiles();
                 }
                 if (ticker.saveDue(positionsDirty)) savePositions();
@@ -497,6 +502,7 @@ public class LogShip implements Callable<Integer> {
 
         /** One tick: the periodic jobs, by name, in the order they must run. */
         void tick() throws IOException {
+            renewStaleWatcher();
             rescan(false);
             readUntilCaughtUp(new ArrayList<>(tails.values()), NO_DEADLINE, false);
             closeQuietRotatedFiles();
@@ -511,6 +517,19 @@ public class LogShip implements Callable<Integer> {
         long bytesRead() { return shared.reader().bytesRead; }
 
         long bytesInflated() { return archives.bytesInflated; }
+
+        /**
+         * A watcher dies with its directory (deleted and recreated, or a symlinked directory
+         * re-pointed, where it goes on watching the old one): once the directory is there again,
+         * a new one is started, before the rescan, so nothing falls between the two.
+         */
+        private void renewStaleWatcher() {
+            if (watcher == null || watcher.stillWatching(settings.directory())) return;
+            if (!Files.isDirectory(settings.directory())) return;
+            Descriptors.closeQuietly(watcher);
+            watcher = startWatcher();
+            if (watcher != null) Log.info("watching " + settings.directory() + " again");
+        }
 
         private Watcher startWatcher() {
             try {
@@ -638,7 +657,7 @@ public class LogShip implements Callable<Integer> {
         }
 
         /** The tails a watcher batch concerns, rescanning first when names came or went. */
-        private Collection<Tail> changedTails(Watcher watcher) {
+        private Collection<Tail> changedTails() {
             if (watcher == null) return List.of();
             Set<FileKey> known = new HashSet<>(tails.keySet());
             for (Watcher.Pinned p : watcher.takePinned()) {
@@ -1358,6 +1377,8 @@ public class LogShip implements Callable<Integer> {
          * closed should a writer ever free it. The watcher does not wait at all: it takes the
          * handle when it comes.
          */
+        static void inBackground(Runnable task) { OPENER.execute(task); }
+
         static CompletableFuture<FileChannel> openLater(Path path, FileKey expected) {
             CompletableFuture<FileChannel> result = new CompletableFuture<>();
             CompletableFuture.supplyAsync(() -> {
@@ -2330,7 +2351,7 @@ public class LogShip implements Callable<Integer> {
      * polls every file at each interval anyway, so a missed or overflowed event delays lines but never
      * loses them.
      */
-    static final class Watcher implements AutoCloseable {
+    static final class Watcher implements Closeable {
         /** A file opened the moment it appeared, before the loop got to it. */
         record Pinned(ScannedFile file, FileChannel channel) {}
 
@@ -2351,11 +2372,15 @@ public class LogShip implements Callable<Integer> {
         private final AtomicInteger pinning = new AtomicInteger();
         private final Wakeup wakeup;
         private volatile boolean closed;
+        /** The directory as registered (a symlink resolved), and whether it can still be watched. */
+        private final Path watched;
+        private volatile boolean alive = true;
 
         Watcher(Scanner scanner, Wakeup wakeup, int maxPinned) throws IOException {
             this.scanner = scanner;
             this.wakeup = wakeup;
             this.maxPinned = maxPinned;
+            watched = scanner.directory.toRealPath();
             service = FileSystems.getDefault().newWatchService();
             scanner.directory.register(service, StandardWatchEventKinds.ENTRY_CREATE,
                     StandardWatchEventKinds.ENTRY_DELETE, StandardWatchEventKinds.ENTRY_MODIFY);
@@ -2379,7 +2404,9 @@ public class LogShip implements Callable<Integer> {
                         }
                     }
                     if (!key.reset()) {
-                        Log.warn("the log directory can no longer be watched; falling back to polling");
+                        alive = false;
+                        Log.warn("the log directory can no longer be watched (deleted or replaced);"
+                                + " polling until it is back");
                         return;
                     }
                     wakeup.signal();
@@ -2397,10 +2424,19 @@ public class LogShip implements Callable<Integer> {
         private void pin(String name) {
             // Past the bound, files are left to the loop, which opens them when it gets to them.
             if (!scanner.matches(name) || name.endsWith(".gz") || pinning.get() >= maxPinned) return;
-            ScannedFile file = scanner.inspect(scanner.resolve(name));
-            if (file == null) return;
-            // Not waited for: events keep being read while the file opens, or they would overflow.
+            // Not waited for: this thread only drains events, or they would overflow under load.
             pinning.incrementAndGet();
+            Descriptors.inBackground(() -> {
+                ScannedFile file = scanner.inspect(scanner.resolve(name));
+                if (file == null) {
+                    pinning.decrementAndGet();
+                } else {
+                    open(file);
+                }
+            });
+        }
+
+        private void open(ScannedFile file) {
             Descriptors.openLater(file.source(), file.key()).whenComplete((channel, error) -> {
                 if (channel == null) {
                     pinning.decrementAndGet(); // gone or unreadable: the loop decides what to say
@@ -2422,6 +2458,15 @@ public class LogShip implements Callable<Integer> {
             for (Pinned p; (p = pinned.poll()) != null; ) taken.add(p);
             pinning.addAndGet(-taken.size());
             return taken;
+        }
+
+        /** Still notified of changes in what the directory's path leads to now? */
+        boolean stillWatching(Path directory) {
+            try {
+                return alive && watched.equals(directory.toRealPath());
+            } catch (IOException e) {
+                return false;
+            }
         }
 
         List<ScannedFile> takeRenamedBeforeOpened() {

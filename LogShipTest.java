@@ -1103,6 +1103,47 @@ public class LogShipTest {
         Path dir;
 
         @Test
+        void aLogDirectoryDeletedAndRecreatedIsWatchedAgainWithinAnInterval() throws Exception {
+            Path logs = Files.createDirectories(dir.resolve("logs"));
+            append(logs.resolve("a.log"), "before\n");
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", logs.toString(), "LOG_SCAN_INTERVAL", "500ms"))) {
+                run.awaitReady().awaitLineCount(1);
+                deleteTree(logs);
+                run.awaitStderr("can no longer be watched");
+                Files.createDirectories(logs);
+                run.awaitStderr("watching " + logs + " again");
+                append(logs.resolve("a.log"), "after\n");
+                run.awaitLineCount(2);
+                assertEquals(0, run.terminate());
+                assertEquals(List.of("before", "after"), run.lines());
+            }
+        }
+
+        @Test
+        void aRepointedSymlinkedLogDirectoryIsFollowedWithNothingLost() throws Exception {
+            // The log directory is a symlink (as on some hosts); it is re-pointed to a new directory
+            // whose files are links to entries of that new directory, named by absolute path.
+            Path first = Files.createDirectories(dir.resolve("first"));
+            Path second = Files.createDirectories(dir.resolve("second"));
+            Path logs = Files.createSymbolicLink(dir.resolve("logs"), first);
+            append(first.resolve("a.log"), "first 1\n");
+            append(second.resolve("real.txt"), "second 1\n");
+            Files.createSymbolicLink(second.resolve("b.log"), second.resolve("real.txt"));
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", logs.toString(), "LOG_SCAN_INTERVAL", "500ms"))) {
+                run.awaitReady().awaitLineCount(1);
+                Path spare = Files.createSymbolicLink(dir.resolve("spare"), second);
+                Files.move(spare, logs, java.nio.file.StandardCopyOption.ATOMIC_MOVE,
+                        java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                run.awaitStderr("watching " + logs + " again");
+                append(second.resolve("real.txt"), "second 2\n");
+                run.awaitLineCount(3);
+                assertEquals(0, run.terminate());
+                assertEquals(List.of("first 1", "second 1", "second 2"), run.lines());
+                assertFalse(run.stderr().contains("outside the log directory"), run::stderr);
+            }
+        }
+
+        @Test
         void renamedFileIsDrainedBeforeTheNewOneIsRead() throws Exception {
             Path log = dir.resolve("app.log");
             append(log, numbered("old", 0, 10));
