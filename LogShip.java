@@ -1763,16 +1763,39 @@ public class LogShip implements Callable<Integer> {
             throw new IOException("no end line: the file was cut short");
         }
 
-        private static Entry entryOf(String[] fields) {
-            java.util.function.Function<Column, String> field = column -> fields[column.ordinal()];
-            java.util.function.ToLongFunction<Column> number = column -> Long.parseLong(field.apply(column));
+        /**
+         * One row's entry, every field range-checked: a value that parses but cannot be true (a
+         * negative offset, a checksum over more bytes than we ever take) makes the whole file
+         * corrupt, because acting on it would crash every start.
+         */
+        private static Entry entryOf(String[] fields) throws IOException {
+            long offset = field(fields, Column.OFFSET, 0, Long.MAX_VALUE);
+            int markerLength = (int) field(fields, Column.MARKER_LENGTH, 0, Math.min(Marker.SIZE, offset));
             Checkpoint checkpoint = new Checkpoint(
-                    new Fingerprint((int) number.applyAsLong(Column.FINGERPRINT_LENGTH), number.applyAsLong(Column.FINGERPRINT_CRC)),
-                    number.applyAsLong(Column.OFFSET), field.apply(Column.SKIPPING_LONG_LINE).equals("1"),
-                    new Marker((int) number.applyAsLong(Column.MARKER_LENGTH), number.applyAsLong(Column.MARKER_CRC)));
-            return new Entry(new FileKey(number.applyAsLong(Column.DEVICE), number.applyAsLong(Column.INODE)),
-                    field.apply(Column.COMPRESSED).equals("1"), checkpoint, number.applyAsLong(Column.LAST_SEEN_MILLIS),
-                    Path.of(unescape(field.apply(Column.PATH))));
+                    new Fingerprint((int) field(fields, Column.FINGERPRINT_LENGTH, 0, Fingerprint.SIZE),
+                            field(fields, Column.FINGERPRINT_CRC, 0, CRC_MAX)),
+                    offset, field(fields, Column.SKIPPING_LONG_LINE, 0, 1) == 1,
+                    new Marker(markerLength, field(fields, Column.MARKER_CRC, 0, CRC_MAX)));
+            return new Entry(new FileKey(field(fields, Column.DEVICE, Long.MIN_VALUE, Long.MAX_VALUE),
+                    field(fields, Column.INODE, Long.MIN_VALUE, Long.MAX_VALUE)),
+                    field(fields, Column.COMPRESSED, 0, 1) == 1, checkpoint,
+                    field(fields, Column.LAST_SEEN_MILLIS, 0, Long.MAX_VALUE),
+                    Path.of(unescape(fields[Column.PATH.ordinal()])));
+        }
+
+        /** A CRC32C is an unsigned 32-bit value. */
+        private static final long CRC_MAX = 0xFFFF_FFFFL;
+
+        private static long field(String[] fields, Column column, long min, long max) throws IOException {
+            String text = fields[column.ordinal()];
+            try {
+                long value = Long.parseLong(text);
+                if (value >= min && value <= max) return value;
+            } catch (NumberFormatException e) {
+                // the one message below
+            }
+            throw new IOException(column.name().toLowerCase(Locale.ROOT) + " '" + text + "' is out of range "
+                    + min + ".." + max);
         }
 
         private static String rowOf(String kind, Entry e) {

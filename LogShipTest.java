@@ -1508,6 +1508,50 @@ public class LogShipTest {
             assertEquals("", shipOnce(env()), "the new positions file works");
         }
 
+        /** Rewrites one field of every row of the positions file, through the program's own row table. */
+        void setField(LogShip.Positions.Column column, String value) throws IOException {
+            List<String> rows = new ArrayList<>();
+            for (String row : Files.readAllLines(state())) {
+                if (row.startsWith("file ") || row.startsWith("gone ")) {
+                    String[] fields = row.split(" ", LogShip.Positions.Column.COUNT);
+                    fields[column.ordinal()] = value;
+                    row = String.join(" ", fields);
+                }
+                rows.add(row);
+            }
+            Files.write(state(), rows);
+        }
+
+        @ParameterizedTest
+        @CsvSource({"OFFSET, -1", "OFFSET, 99999999999999999999", "FINGERPRINT_LENGTH, -5",
+                "FINGERPRINT_LENGTH, 2147483647", "FINGERPRINT_CRC, -1", "MARKER_LENGTH, -1",
+                "MARKER_LENGTH, 2147483647", "MARKER_CRC, 4294967296", "LAST_SEEN_MILLIS, -1",
+                "SKIPPING_LONG_LINE, 2", "COMPRESSED, yes"})
+        void positionsThatParseButCannotBeTrueMakeTheFileCorruptNotTheStart(String column, String value)
+                throws Exception {
+            Path log = logs().resolve("a.log");
+            append(log, numbered("line", 0, 100));
+            InProcess first = new InProcess(logs(), "--state", state().toString()).start();
+            assertEquals(numbered("line", 0, 100), first.poll());
+            first.shipper.savePositions();
+            setField(LogShip.Positions.Column.valueOf(column), value);
+            InProcess second = new InProcess(logs(), "--state", state().toString()).start();
+            assertEquals(numbered("line", 0, 100), second.poll(), "without trustworthy positions, from the start");
+            assertTrue(Files.exists(state().resolveSibling("positions.corrupt")), "moved aside");
+        }
+
+        @Test
+        void aNegativeSavedOffsetNeitherCrashesTheProcessNorPrintsAStackTrace() throws IOException {
+            append(logs().resolve("a.log"), numbered("line", 0, 10));
+            assertEquals(numbered("line", 0, 10), shipOnce(env()));
+            setField(LogShip.Positions.Column.OFFSET, "-40");
+            Shipped run = Shipped.start(env(), "--once");
+            assertEquals(0, run.awaitExit(), run::stderr);
+            assertEquals(numbered("line", 0, 10), run.stdout());
+            assertTrue(run.stderr().contains("is unreadable") && run.stderr().contains("offset '-40'"), run.stderr());
+            assertNoStackTrace(run.stderr());
+        }
+
         @Test
         void aPositionsFileCutShortByACrashCountsAsCorrupt() throws IOException {
             append(logs().resolve("a.log"), numbered("x", 0, 5));
