@@ -35,9 +35,12 @@ LABEL org.opencontainers.image.title="logship" \
 COPY --from=build /out/logship.jar /app/logship.jar
 # Numeric, so the kubelet can check runAsNonRoot without an /etc/passwd entry.
 USER 10001:10001
+# A UTF-8 locale of our own, whatever the base sets: under a C/POSIX locale the JVM cannot name
+# non-ASCII files at all (and ignores -Dsun.jnu.encoding).
 ENV LOG_DIRECTORY=/var/log/app \
     LOG_FILE_PATTERN='.+\.log' \
-    LOG_SCAN_INTERVAL=10s
+    LOG_SCAN_INTERVAL=10s \
+    LANG=C.UTF-8
 # Exec form: the JVM is PID 1 and gets SIGTERM itself, then drains and exits 0.
 # The JVM flags live here because //JAVA_OPTIONS do not survive `export fatjar`.
 # Chosen by measurement on this JVM build (README, "Memory"): shipping 1 GiB at

@@ -2583,6 +2583,8 @@ public class LogShipTest {
             String jarInImage = entrypoint.get(jarArg);
             for (String name : List.of("LOG_DIRECTORY", "LOG_FILE_PATTERN", "LOG_SCAN_INTERVAL"))
                 assertTrue(runtime.env.containsKey(name), "the image must default " + name);
+            // A base without a locale (distroless) would leave the JVM unable to name non-ASCII files.
+            assertEquals("C.UTF-8", runtime.env.get("LANG"), "the image must set its own UTF-8 locale");
 
             if (!Integer.valueOf(0).equals(Files.getAttribute(Path.of("/proc/self"), "unix:uid"))) {
                 skipOrFailInCi("runs the jar as the image's non-root uid via setpriv, which needs root");
@@ -2611,8 +2613,7 @@ public class LogShipTest {
                 List<String> jvm = new ArrayList<>(entrypoint);
                 jvm.set(0, java.toString());
                 jvm.set(jarArg, jar.toString());
-                List<String> command = new ArrayList<>(List.of("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-                        "LANG=C.UTF-8")); // the Temurin base image sets a UTF-8 locale
+                List<String> command = new ArrayList<>(List.of("env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"));
                 runtime.env().forEach((k, v) -> command.add(k + "=" + (k.equals("LOG_DIRECTORY") ? logs : v)));
                 command.addAll(List.of(setpriv().toString(),
                         "--reuid=" + runtime.uid(), "--regid=" + runtime.gid(), "--clear-groups"));
