@@ -86,10 +86,12 @@ import picocli.CommandLine.Option;
  *                  (rescan, poll, close quiet rotated files, forget, save); Ticker says when each is due
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
  *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself
- *   Identity       FileKey (device+inode), Fingerprint (first KiB), Marker (bytes before the offset)
+ *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
+ *                  Marker (bytes before the offset)
  *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
  *   Output         Sink: stdout; an offset moves only after stdout accepted the bytes before it
- *   Positions      the positions file: versioned rows, written by temp file, fsync, rename
+ *   Positions      the positions file: versioned rows, written by temp file, fsync, rename; bounded;
+ *                  PositionsLock (one shipper per positions file)
  *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
  *   Shutdown       SIGTERM/SIGINT, the shutdown hook, the bounded drain
  *   Diagnostics    Log: stderr only, one line each
@@ -1036,7 +1038,7 @@ public class LogShip implements Callable<Integer> {
         private Checkpoint startingPoint(FileChannel channel, boolean startAtEnd) throws IOException {
             Positions.Entry saved = shared.positions().get(key);
             long size = channel.size();
-            born = shared.births().of(path);
+            born = shared.births().of(path, key);
             Checkpoint from = Checkpoint.START;
             if (saved != null && !Births.same(saved.born(), born)) {
                 // Same inode, maybe the same first bytes too (a new file written like the old one):
@@ -1221,7 +1223,7 @@ public class LogShip implements Callable<Integer> {
         /** Reopens a tail closed to save descriptors, under its name or wherever it went. */
         private FileChannel reopen() throws IOException {
             if (open() == null && !reopenElsewhere()) return null;
-            long bornNow = shared.births().of(path);
+            long bornNow = shared.births().of(path, key);
             if (!Births.same(born, bornNow) || !at.fingerprint().matches(channel)) {
                 // The inode was freed while we held no handle and a new file got it: a new file.
                 Log.debug(name() + " is a new file that reuses an old inode; reading it from the start");
@@ -1492,7 +1494,7 @@ public class LogShip implements Callable<Integer> {
             try {
                 probe = Files.createTempFile(directory, ".logship-birth", ".tmp");
                 Files.setLastModifiedTime(probe, FileTime.fromMillis(1_000_000_000_000L)); // 2001
-                of(probe);
+                of(probe, FileKey.of(probe));
             } catch (IOException | UnsupportedOperationException | SecurityException e) {
                 // unproven: the files themselves may still prove the device
             } finally {
@@ -1504,11 +1506,17 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
-        /** The file's birth time in nanoseconds since the epoch, or UNKNOWN where it cannot be trusted. */
-        long of(Path path) {
+        /**
+         * The birth time, in nanoseconds since the epoch, of the file this path leads to if it still
+         * is the expected one: read by name, it could be the next file's after a rotation, and a
+         * wrong birth saved would make the file look new after every restart. UNKNOWN where it
+         * cannot be trusted.
+         */
+        long of(Path path, FileKey expected) {
             try {
-                Map<String, Object> attrs = Files.readAttributes(path, "unix:dev,creationTime,lastModifiedTime");
+                Map<String, Object> attrs = Files.readAttributes(path, "unix:dev,ino,creationTime,lastModifiedTime");
                 long device = ((Number) attrs.get("dev")).longValue();
+                if (!expected.equals(new FileKey(device, ((Number) attrs.get("ino")).longValue()))) return UNKNOWN;
                 FileTime created = (FileTime) attrs.get("creationTime");
                 if (!created.equals(attrs.get("lastModifiedTime"))) provenDevices.add(device);
                 return provenDevices.contains(device) ? Math.max(UNKNOWN, created.to(TimeUnit.NANOSECONDS)) : UNKNOWN;
@@ -1516,8 +1524,6 @@ public class LogShip implements Callable<Integer> {
                 return UNKNOWN;
             }
         }
-
-        boolean proven(long device) { return provenDevices.contains(device); }
 
         /** Unknown on either side proves nothing: then first bytes and offsets decide, as before. */
         static boolean same(long born, long other) { return born == UNKNOWN || other == UNKNOWN || born == other; }
