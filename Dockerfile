@@ -94,8 +94,8 @@ COPY --from=build /opt/logship/app /opt/logship/app
 # Numeric, so the kubelet can check runAsNonRoot without an /etc/passwd entry;
 # the manifest's uid, not distroless's own nonroot (65532).
 USER 10001:10001
-# LANG: distroless sets no locale, and under C the JVM cannot represent
-# non-ASCII file names.
+# A UTF-8 locale of our own, whatever the base sets: under a C/POSIX locale the JVM cannot name
+# non-ASCII files at all (and ignores -Dsun.jnu.encoding).
 ENV LOG_DIRECTORY=/var/log/app \
     LOG_FILE_PATTERN='.+\.log' \
     LOG_SCAN_INTERVAL=10s \

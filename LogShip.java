@@ -15,6 +15,7 @@ import java.math.BigDecimal;
 import java.nio.ByteBuffer;
 import java.nio.channels.Channels;
 import java.nio.channels.FileChannel;
+import java.nio.channels.OverlappingFileLockException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.ClosedWatchServiceException;
@@ -22,6 +23,7 @@ import java.nio.file.DirectoryStream;
 import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.FileSystemException;
 import java.nio.file.FileSystems;
+import java.nio.file.InvalidPathException;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.NoSuchFileException;
@@ -33,6 +35,7 @@ import java.nio.file.WatchEvent;
 import java.nio.file.WatchKey;
 import java.nio.file.WatchService;
 import java.nio.file.attribute.BasicFileAttributes;
+import java.nio.file.attribute.FileTime;
 import java.time.Duration;
 import java.time.format.DateTimeParseException;
 import java.util.ArrayDeque;
@@ -90,10 +93,12 @@ import picocli.CommandLine.Option;
  *                  (rescan, poll, close quiet rotated files, forget, save); Ticker says when each is due
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
  *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself
- *   Identity       FileKey (device+inode), Fingerprint (first KiB), Marker (bytes before the offset)
+ *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
+ *                  Marker (bytes before the offset)
  *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
  *   Output         Sink: stdout; an offset moves only after stdout accepted the bytes before it
- *   Positions      the positions file: versioned rows, written by temp file, fsync, rename
+ *   Positions      the positions file: versioned rows, written by temp file, fsync, rename; bounded;
+ *                  PositionsLock (one shipper per positions file)
  *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
  *   Shutdown       SIGTERM/SIGINT, the shutdown hook, the bounded drain
  *   Diagnostics    Log: stderr only, one line each
@@ -110,8 +115,9 @@ import picocli.CommandLine.Option;
         exitCodeListHeading = "%nExit codes:%n",
         exitCodeList = {
             "0:stopped cleanly (after --once, or after SIGTERM/SIGINT with everything drained)",
-            "1:stdout failed, or the drain was cut short by a second signal or the drain timeout",
-            "2:a setting is wrong (the message names it)"})
+            "1:stdout failed, the drain was cut short by a second signal or the drain timeout, or the final"
+                    + " save of positions failed",
+            "2:a setting is wrong (the message names it), or another LogShip uses the same positions file"})
 public class LogShip implements Callable<Integer> {
 
     static final String VERSION = "0.1.0";
@@ -224,14 +230,21 @@ public class LogShip implements Callable<Integer> {
     Settings settings() throws ConfigError {
         Level level = verbose ? Level.DEBUG : quiet ? Level.WARN
                 : oneOf(Level.class, "LOG_LEVEL (--log-level)", logLevel);
-        return new Settings(logDirectory(directory), filePattern(pattern),
+        Path dir = logDirectory(directory);
+        Pattern filePattern = filePattern(pattern);
+        Format outputFormat = oneOf(Format.class, "LOG_FORMAT (--format)", format);
+        int lineLimit = lineLimit(maxLineBytes);
+        lineFitsTheHeap(lineLimit, outputFormat, Runtime.getRuntime().maxMemory());
+        Path positions = stateFilePath(stateFile);
+        positionsAreNotShipped(positions, dir, filePattern);
+        return new Settings(dir, filePattern,
                 positiveDuration("LOG_SCAN_INTERVAL (--interval)", interval),
-                oneOf(StartAt.class, "LOG_START_AT (--start-at)", startAt), lineLimit(maxLineBytes),
+                oneOf(StartAt.class, "LOG_START_AT (--start-at)", startAt), lineLimit,
                 positiveDuration("LOG_DRAIN_TIMEOUT (--drain-timeout)", drainTimeout),
-                stateFilePath(stateFile),
+                positions,
                 positiveDuration("LOG_ROTATE_WAIT (--rotate-wait)", rotateWait),
                 positiveDuration("LOG_FORGET_AFTER (--forget-after)", forgetAfter),
-                oneOf(Format.class, "LOG_FORMAT (--format)", format), once, level);
+                outputFormat, once, level);
     }
 
     /** The one parser for every choice setting: its constants, lower case, are the accepted words. */
@@ -249,7 +262,7 @@ public class LogShip implements Callable<Integer> {
         if (value == null || value.isBlank()) {
             throw new ConfigError("LOG_DIRECTORY (--directory) is not set: name the directory to watch.");
         }
-        Path dir = Path.of(value).toAbsolutePath().normalize();
+        Path dir = pathIn("LOG_DIRECTORY (--directory)", value);
         if (Files.exists(dir) && !Files.isDirectory(dir)) {
             throw new ConfigError("LOG_DIRECTORY (--directory) " + dir + " is not a directory.");
         }
@@ -262,6 +275,30 @@ public class LogShip implements Callable<Integer> {
             throw new ConfigError("LOG_DIRECTORY (--directory) " + dir + " cannot be read by this user.");
         }
         return dir;
+    }
+
+    /**
+     * Under a C/POSIX locale the JVM can name only ASCII paths (-Dsun.jnu.encoding is ignored), so a
+     * non-ASCII directory cannot even be opened: a setting to fix, not an unexpected error.
+     */
+    static Path pathIn(String setting, String value) throws ConfigError {
+        try {
+            return Path.of(value).toAbsolutePath().normalize();
+        } catch (InvalidPathException e) {
+            throw new ConfigError(setting + " '" + value + "' cannot be represented in the file name encoding of"
+                    + " this locale (" + localeVariable() + "=" + System.getenv().getOrDefault(localeVariable(), "")
+                    + ", " + System.getProperty("sun.jnu.encoding") + "): run LogShip with " + localeVariable()
+                    + "=C.UTF-8.");
+        }
+    }
+
+    /** The variable that decides how file names are encoded: LC_ALL overrides LC_CTYPE, which overrides LANG. */
+    static String localeVariable() {
+        for (String variable : List.of("LC_ALL", "LC_CTYPE")) {
+            String value = System.getenv(variable);
+            if (value != null && !value.isEmpty()) return variable;
+        }
+        return "LANG";
     }
 
     /** DOTALL: a file name is one string, and '.' should match any of its characters, even a newline. */
@@ -323,9 +360,38 @@ public class LogShip implements Callable<Integer> {
                 + LARGEST_LINE_LIMIT + ", not '" + value + "'.");
     }
 
+    /**
+     * The heap one line can take, as a multiple of --max-line-bytes. raw: the line buffer and, while
+     * it grows, its previous copy. json: also the decoded text and its escaped form, each up to six
+     * characters per control byte; measured with -Xmx32m and a line of control bytes, 1 MiB ships
+     * and 1.5 MiB dies of out-of-memory.
+     */
+    static final int RAW_HEAP_PER_LINE_BYTE = 2;
+    static final int JSON_HEAP_PER_LINE_BYTE = 16;
+    /** What the rest of the program holds on the heap besides the line, with room to spare. */
+    static final long HEAP_BESIDES_THE_LINE = 4L * 1024 * 1024;
+
+    /**
+     * A limit the heap cannot hold would die of out-of-memory on the first long line, and again on
+     * every restart, since the offset never passes that line. Only three quarters of -Xmx count:
+     * a collector needs room to move things, and a serial old generation is two thirds of the heap.
+     */
+    static void lineFitsTheHeap(int maxLineBytes, Format format, long maxHeap) throws ConfigError {
+        int perByte = format == Format.JSON ? JSON_HEAP_PER_LINE_BYTE : RAW_HEAP_PER_LINE_BYTE;
+        long usable = maxHeap / 4 * 3 - HEAP_BESIDES_THE_LINE;
+        long largest = Math.max(0, usable / perByte);
+        if (maxLineBytes <= largest) return;
+        throw new ConfigError("LOG_MAX_LINE_BYTES (--max-line-bytes) " + maxLineBytes + " needs about "
+                + mebibytes((long) maxLineBytes * perByte + HEAP_BESIDES_THE_LINE) + " of heap with --format "
+                + format.name().toLowerCase(Locale.ROOT) + ", but this JVM has " + mebibytes(maxHeap)
+                + " (-Xmx): use at most " + largest + " or give the JVM more heap.");
+    }
+
+    static String mebibytes(long bytes) { return (bytes + (1 << 19)) / (1 << 20) + " MiB"; }
+
     static Path stateFilePath(String value) throws ConfigError {
         if (value == null || value.isBlank()) return null;
-        Path file = Path.of(value).toAbsolutePath().normalize();
+        Path file = pathIn("LOG_STATE_FILE (--state)", value);
         if (Files.isDirectory(file)) {
             throw new ConfigError("LOG_STATE_FILE (--state) " + file + " is a directory, not a file.");
         }
@@ -340,6 +406,29 @@ public class LogShip implements Callable<Integer> {
                     + reason(e) + ".");
         }
         return file;
+    }
+
+    /**
+     * A positions file among the logs it describes, matching the pattern, would be shipped after
+     * every save, forever. Refused rather than quietly skipped: "every matching file is shipped"
+     * then needs no exception in the scanner, and the mistake is seen at once instead of as a
+     * missing file later (in the pod the log directory is mounted read-only, so it cannot happen).
+     */
+    static void positionsAreNotShipped(Path positions, Path directory, Pattern pattern) throws ConfigError {
+        if (positions == null) return;
+        try {
+            if (!Files.isSameFile(positions.getParent(), directory)) return;
+        } catch (IOException e) {
+            return; // the state directory was just probed; a directory we cannot compare is not ours
+        }
+        String name = positions.getFileName().toString();
+        for (String own : List.of(name, name + ".tmp", name + ".lock", name + ".corrupt")) {
+            if (pattern.matcher(own).matches()) {
+                throw new ConfigError("LOG_STATE_FILE (--state) " + positions + " is in LOG_DIRECTORY (--directory)"
+                        + " and " + own + " matches LOG_FILE_PATTERN (--pattern), so LogShip would ship its own"
+                        + " positions: put the positions file in another directory.");
+            }
+        }
     }
 
     /** Fills every option that was not given on the command line from its environment variable. */
@@ -381,12 +470,20 @@ public class LogShip implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         Settings settings;
+        FileChannel positionsLock;
         try {
             settings = settings();
+            positionsLock = PositionsLock.take(settings.stateFile());
         } catch (ConfigError e) {
             System.err.println("logship: " + e.getMessage());
             return 2;
         }
+        try (positionsLock) {
+            return ship(settings);
+        }
+    }
+
+    private static int ship(Settings settings) throws IOException {
         Log.level = settings.level();
         // The loop sleeps on the wakeup; the watcher and the signal handlers both ring it.
         Wakeup wakeup = new Wakeup();
@@ -432,7 +529,8 @@ public class LogShip implements Callable<Integer> {
             this.positions = positions;
             this.scanner = new Scanner(settings.directory(), settings.pattern());
             this.shared = new Tail.Shared(new LineReader(settings.maxLineBytes()), sink,
-                    Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes());
+                    Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes(),
+                    Births.provenIn(settings.stateFile(), Path.of(System.getProperty("java.io.tmpdir"))));
             this.archives = new Archives(positions, shared);
             this.ticker = new Ticker(settings.interval());
         }
@@ -448,8 +546,7 @@ public class LogShip implements Callable<Integer> {
                 if (settings.once()) {
                     discoverAtStartup();
                     readUntilCaughtUp(tails.values(), NO_DEADLINE, true);
-                    savePositions();
-                    return 0;
+                    return finalSave() ? 0 : 1;
                 }
                 // Watch first, then scan: a file created in between is then seen by one or the other.
                 watcher = startWatcher();
@@ -567,21 +664,22 @@ public class LogShip implements Callable<Integer> {
          * to the events, not to the directory, so a storm of short-lived files is kept up with.
          * Returns the tails that lost their name in this batch.
          */
-        private List<Tail> reconcileNamed(Set<String> names) {
+        private List<Tail> reconcileNamed(Set<Path> entries) {
             Map<String, List<Tail>> byName = new HashMap<>();
             for (Tail t : tails.values()) {
                 if (!t.renamedAwayOrDeleted()) byName.computeIfAbsent(t.name(), n -> new ArrayList<>()).add(t);
             }
             List<Tail> lost = new ArrayList<>();
-            for (String name : names) {
-                ScannedFile file = scanner.matches(name) ? scanner.inspect(scanner.resolve(name)) : null;
+            for (Path entry : entries) {
+                String name = entry.toString();
+                ScannedFile file = scanner.matches(name) ? scanner.inspect(scanner.directory.resolve(entry)) : null;
                 for (Tail t : byName.getOrDefault(name, List.of())) {
                     if (file == null || !t.key.equals(file.key())) lost.add(t);
                 }
                 if (file != null) reconcile(file, false);
             }
             lost.removeIf(Tail::renamedAwayOrDeleted); // found again under another name in this batch
-            settleLostNames(lost, names);
+            settleLostNames(lost, entries);
             return lost;
         }
 
@@ -590,11 +688,11 @@ public class LogShip implements Callable<Integer> {
          * burst of rotations): it is found under its new name among the names just reported, and
          * read to its end there like any file renamed away.
          */
-        private void followRenamedBeforeOpened(List<ScannedFile> missed, Set<String> names) {
+        private void followRenamedBeforeOpened(List<ScannedFile> missed, Set<Path> entries) {
             missed.removeIf(file -> tails.containsKey(file.key()));
             if (missed.isEmpty()) return;
             Set<FileKey> keys = missed.stream().map(ScannedFile::key).collect(Collectors.toSet());
-            Map<FileKey, Path> found = scanner.locate(keys, names);
+            Map<FileKey, Path> found = scanner.locate(keys, entries);
             for (ScannedFile file : missed) {
                 Path now = found.get(file.key());
                 if (now == null || tails.containsKey(file.key())) continue;
@@ -624,7 +722,7 @@ public class LogShip implements Callable<Integer> {
          * listing for all of them: never a listing per file), and dropped, its position kept, if
          * it is gone.
          */
-        private void settleLostNames(List<Tail> lost, Collection<String> likelyNames) {
+        private void settleLostNames(List<Tail> lost, Collection<Path> likelyEntries) {
             Set<FileKey> closed = new HashSet<>();
             for (Tail tail : lost) {
                 tail.lostItsName();
@@ -636,7 +734,7 @@ public class LogShip implements Callable<Integer> {
                 }
             }
             if (closed.isEmpty()) return;
-            Map<FileKey, Path> found = scanner.locate(closed, likelyNames);
+            Map<FileKey, Path> found = scanner.locate(closed, likelyEntries);
             for (FileKey key : closed) {
                 Tail tail = tails.get(key);
                 Path now = found.get(key);
@@ -667,14 +765,15 @@ public class LogShip implements Callable<Integer> {
                     startTail(p.file(), p.channel(), false);
                 }
             }
-            Set<String> names = watcher.takeChanged();
+            Set<Path> entries = watcher.takeChanged();
+            Set<String> names = entries.stream().map(Path::toString).collect(Collectors.toSet());
             Collection<Tail> lostNow = List.of();
             if (watcher.takeNeedsRescan()) {
                 rescan(false); // events were dropped: only the whole directory tells what changed
             } else {
-                lostNow = reconcileNamed(names);
+                lostNow = reconcileNamed(entries);
             }
-            followRenamedBeforeOpened(watcher.takeRenamedBeforeOpened(), names);
+            followRenamedBeforeOpened(watcher.takeRenamedBeforeOpened(), entries);
             Set<Tail> due = new LinkedHashSet<>(lostNow);
             for (Tail t : tails.values()) {
                 // Renamed-away files read through a handle change under names we cannot map back, so
@@ -730,7 +829,7 @@ public class LogShip implements Callable<Integer> {
         }
 
         private void forgetOldPositions() {
-            if (positions.forgetOlderThan(forgetCutoff())) positionsDirty = true;
+            if (positions.forgetGone(forgetCutoff(), tails.keySet())) positionsDirty = true;
         }
 
         private long forgetCutoff() { return System.currentTimeMillis() - settings.forgetAfter().toMillis(); }
@@ -742,15 +841,35 @@ public class LogShip implements Callable<Integer> {
         }
 
         void savePositions() {
+            IOException failed = trySavingPositions();
+            if (failed != null) Log.warnOnce("save", "cannot save positions: " + reason(failed) + "; will retry");
+        }
+
+        /**
+         * The save at the end has no retry: if it fails, a restart ships again what went out since the
+         * last good save, so it is said, and the exit code says it too.
+         */
+        boolean finalSave() {
+            IOException failed = trySavingPositions();
+            if (failed == null) return true;
+            Log.error("cannot save positions at shutdown (" + reason(failed) + "); a restart will ship again the"
+                    + " lines shipped since the last save");
+            return false;
+        }
+
+        /** Null once saved, else why not. */
+        private IOException trySavingPositions() {
             for (Tail tail : tails.values()) positions.put(tail.entry());
-            positions.forgetOlderThan(forgetCutoff());
+            positions.forgetGone(forgetCutoff(), tails.keySet());
+            ticker.saved();
             try {
                 positions.save();
                 positionsDirty = false;
+                Log.forget("save");
+                return null;
             } catch (IOException e) {
-                Log.warnOnce("save", "cannot save positions: " + reason(e) + "; will retry");
+                return e;
             }
-            ticker.saved();
         }
 
         /**
@@ -761,7 +880,7 @@ public class LogShip implements Callable<Integer> {
             long deadline = System.nanoTime() + settings.drainTimeout().toNanos();
             rescan(false);
             boolean complete = readUntilCaughtUp(new ArrayList<>(tails.values()), deadline, false);
-            savePositions();
+            boolean saved = finalSave();
             if (!complete) {
                 Log.warn(shutdown.cutShort() ? "drain cut short by a second signal; unshipped lines remain in the files"
                         : "drain timed out after " + formatDuration(settings.drainTimeout())
@@ -769,7 +888,7 @@ public class LogShip implements Callable<Integer> {
                 return 1;
             }
             Log.info("drained; shipped " + shared.sink().lines + " line(s) in all");
-            return 0;
+            return saved ? 0 : 1;
         }
     }
 
@@ -919,11 +1038,11 @@ public class LogShip implements Callable<Integer> {
          * just reported) are looked at first, one stat each; only if some are still missing is the
          * directory listed, once for all of them.
          */
-        Map<FileKey, Path> locate(Set<FileKey> keys, Collection<String> likelyNames) {
+        Map<FileKey, Path> locate(Set<FileKey> keys, Collection<Path> likelyEntries) {
             Map<FileKey, Path> found = new HashMap<>();
-            for (String name : likelyNames) {
+            for (Path entry : likelyEntries) {
                 if (found.size() == keys.size()) return found;
-                identify(resolve(name), keys, found);
+                identify(directory.resolve(entry), keys, found);
             }
             if (found.size() == keys.size()) return found;
             listings++;
@@ -1001,7 +1120,7 @@ public class LogShip implements Callable<Integer> {
     static final class Tail {
         /** What every tail reads with; passed once, so a tail can own its reads without owning these. */
         record Shared(LineReader reader, Sink sink, Descriptors descriptors, Scanner scanner, Positions positions,
-                      int maxLineBytes) {}
+                      int maxLineBytes, Births births) {}
 
         final FileKey key;
         final boolean compressed;
@@ -1012,6 +1131,8 @@ public class LogShip implements Callable<Integer> {
         private Sink.Origin origin;
         /** Every byte before at.offset() has been accepted by stdout; a line start unless skipping. */
         private Checkpoint at = Checkpoint.START;
+        /** When the file was created (Births), part of its identity where the file system says. */
+        private long born = Births.UNKNOWN;
         /** Null while closed to save descriptors; reopened by path when the file changes. */
         private FileChannel channel;
         /** When its name stopped leading to it (renamed away or deleted); 0 while it still does. */
@@ -1075,8 +1196,15 @@ public class LogShip implements Callable<Integer> {
         private Checkpoint startingPoint(FileChannel channel, boolean startAtEnd) throws IOException {
             Positions.Entry saved = shared.positions().get(key);
             long size = channel.size();
+            born = shared.births().of(path, key);
             Checkpoint from = Checkpoint.START;
-            if (saved != null && !saved.compressed() && saved.fingerprint().matches(channel)) {
+            if (saved != null && !Births.same(saved.born(), born)) {
+                // Same inode, maybe the same first bytes too (a new file written like the old one):
+                // only its birth tells, and without that check its lines up to the offset were lost.
+                Log.debug(name() + " has the inode of " + saved.path().getFileName()
+                        + " but was created after it: a new file, read from the start");
+                shared.positions().retire(key);
+            } else if (saved != null && !saved.compressed() && saved.fingerprint().matches(channel)) {
                 Checkpoint was = saved.checkpoint();
                 if (size >= was.offset() && was.marker().stillBefore(channel, was.offset())) {
                     from = was;
@@ -1156,7 +1284,7 @@ public class LogShip implements Callable<Integer> {
         Checkpoint checkpoint() { return at; }
 
         Positions.Entry entry() {
-            return new Positions.Entry(key, compressed, at, System.currentTimeMillis(), path);
+            return new Positions.Entry(key, compressed, at, System.currentTimeMillis(), path, born);
         }
 
         /**
@@ -1290,12 +1418,16 @@ public class LogShip implements Callable<Integer> {
          */
         private FileChannel reopen() throws IOException {
             if (open() == null) return null;
-            if (!at.fingerprint().matches(channel)) {
+            long bornNow = shared.births().of(source, key);
+            if (!Births.same(born, bornNow) || !at.fingerprint().matches(channel)) {
                 // The inode was freed while we held no handle and a new file got it: a new file.
                 Log.debug(name() + " is a new file that reuses an old inode; reading it from the start");
                 shared.positions().retire(key);
                 at = Checkpoint.START;
                 noLineEndBefore = 0;
+                born = bornNow;
+            } else if (born == Births.UNKNOWN) {
+                born = bornNow;
             }
             return channel;
         }
@@ -1795,6 +1927,66 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
+    /**
+     * When a file was created: with device and inode, it tells a file from a later one that got its
+     * inode, even when both hold the same bytes. Linux reports it (statx) on ext4, xfs, btrfs and
+     * tmpfs, and the JDK passes it on from 17.0.11; where either does not, creationTime() silently
+     * returns the modification time, which changes with every write and would make every file look
+     * new after each restart. So a device's birth times count only once proven real: by a probe file
+     * whose modification time we set far from its birth, or by any file whose two times differ.
+     */
+    static final class Births {
+        static final long UNKNOWN = 0;
+        private final Set<Long> provenDevices = ConcurrentHashMap.newKeySet();
+
+        /** Probes the directories we may write to (the positions file's, the JVM's temp directory). */
+        static Births provenIn(Path positionsFile, Path tempDirectory) {
+            Births births = new Births();
+            if (positionsFile != null) births.probe(positionsFile.getParent());
+            births.probe(tempDirectory);
+            return births;
+        }
+
+        private void probe(Path directory) {
+            Path probe = null;
+            try {
+                probe = Files.createTempFile(directory, ".logship-birth", ".tmp");
+                Files.setLastModifiedTime(probe, FileTime.fromMillis(1_000_000_000_000L)); // 2001
+                of(probe, FileKey.of(probe));
+            } catch (IOException | UnsupportedOperationException | SecurityException e) {
+                // unproven: the files themselves may still prove the device
+            } finally {
+                try {
+                    if (probe != null) Files.deleteIfExists(probe);
+                } catch (IOException e) {
+                    // a leftover empty .tmp file harms nobody
+                }
+            }
+        }
+
+        /**
+         * The birth time, in nanoseconds since the epoch, of the file this path leads to if it still
+         * is the expected one: read by name, it could be the next file's after a rotation, and a
+         * wrong birth saved would make the file look new after every restart. UNKNOWN where it
+         * cannot be trusted.
+         */
+        long of(Path path, FileKey expected) {
+            try {
+                Map<String, Object> attrs = Files.readAttributes(path, "unix:dev,ino,creationTime,lastModifiedTime");
+                long device = ((Number) attrs.get("dev")).longValue();
+                if (!expected.equals(new FileKey(device, ((Number) attrs.get("ino")).longValue()))) return UNKNOWN;
+                FileTime created = (FileTime) attrs.get("creationTime");
+                if (!created.equals(attrs.get("lastModifiedTime"))) provenDevices.add(device);
+                return provenDevices.contains(device) ? Math.max(UNKNOWN, created.to(TimeUnit.NANOSECONDS)) : UNKNOWN;
+            } catch (IOException | UnsupportedOperationException | IllegalArgumentException e) {
+                return UNKNOWN;
+            }
+        }
+
+        /** Unknown on either side proves nothing: then first bytes and offsets decide, as before. */
+        static boolean same(long born, long other) { return born == UNKNOWN || other == UNKNOWN || born == other; }
+    }
+
     /** A CRC32C over some bytes of a file, and how many bytes it covers: what both checks below read. */
     record Checksum(int length, long crc) {
         static Checksum of(byte[] bytes, int length) {
@@ -2138,9 +2330,20 @@ public class LogShip implements Callable<Integer> {
      * recognises rotated files after they are compressed.
      */
     static final class Positions {
-        static final String HEADER = "logship-positions v1";
+        static final int VERSION = 2;
+        static final String HEADER = "logship-positions v" + VERSION;
+        /** Older formats still read: a row of one becomes a current row, its new columns at their defaults. */
+        static final String HEADER_V1 = "logship-positions v1";
+        /**
+         * Rows of files that no longer exist are dropped, oldest first, beyond this many bytes. The
+         * pod's state volume is 1 MiB and must hold, during a save, the old file and the new one
+         * (and maybe a .corrupt one): 256 KiB of such rows is about 2,000 files at ~130 bytes a row.
+         */
+        static final int GONE_ROWS_BYTES = 256 * 1024;
 
-        record Entry(FileKey key, boolean compressed, Checkpoint checkpoint, long lastSeenMillis, Path path) {
+        /** path is for people only (identity is key, birth and first bytes): it may be the name alone. */
+        record Entry(FileKey key, boolean compressed, Checkpoint checkpoint, long lastSeenMillis, Path path,
+                     long born) {
             Fingerprint fingerprint() { return checkpoint.fingerprint(); }
 
             long offset() { return checkpoint.offset(); }
@@ -2148,13 +2351,29 @@ public class LogShip implements Callable<Integer> {
 
         /**
          * The columns of a row, in file order: writing and reading both go through this one table.
-         * KIND is "file" for a live entry and "gone" for a retired one.
+         * KIND is "file" for a live entry and "gone" for a retired one. NAME is last because it may
+         * hold spaces; v1 wrote the whole path there, of which only the name is kept.
          */
         enum Column {
-            KIND, DEVICE, INODE, OFFSET, FINGERPRINT_LENGTH, FINGERPRINT_CRC, MARKER_LENGTH, MARKER_CRC,
-            LAST_SEEN_MILLIS, SKIPPING_LONG_LINE, COMPRESSED, PATH;
+            KIND(1), DEVICE(1), INODE(1), OFFSET(1), FINGERPRINT_LENGTH(1), FINGERPRINT_CRC(1), MARKER_LENGTH(1),
+            MARKER_CRC(1), LAST_SEEN_MILLIS(1), SKIPPING_LONG_LINE(1), COMPRESSED(1), BORN(2, "0"), NAME(1);
 
             static final int COUNT = values().length;
+            /** The format version that added this column, and its value in rows written before. */
+            final int since;
+            final String before;
+
+            Column(int since) { this(since, null); }
+
+            Column(int since, String before) {
+                this.since = since;
+                this.before = before;
+            }
+
+            /** The columns a file of this version has, in file order. */
+            static List<Column> of(int version) {
+                return Arrays.stream(values()).filter(c -> c.since <= version).toList();
+            }
         }
 
         private final Path file;
@@ -2192,11 +2411,32 @@ public class LogShip implements Callable<Integer> {
             if (old != null) retired.add(old);
         }
 
-        /** Drops entries of files gone since before the cutoff; true if any went. */
-        boolean forgetOlderThan(long cutoffMillis) {
-            boolean live = entries.values().removeIf(e -> e.lastSeenMillis() < cutoffMillis);
-            return retired.removeIf(e -> e.lastSeenMillis() < cutoffMillis) || live;
+        /**
+         * Drops rows of files gone since before the cutoff, then, whatever the churn, the oldest rows of
+         * gone files beyond {@link #GONE_ROWS_BYTES}. Rows of files that exist are never dropped: their
+         * offsets are what a restart resumes from. (A file LogShip itself deletes needs no row at all:
+         * such a delete should forget its row at once, before it ever counts against this bound.)
+         * True if any row went.
+         */
+        boolean forgetGone(long cutoffMillis, Set<FileKey> existing) {
+            boolean forgot = entries.values().removeIf(e -> !existing.contains(e.key()) && e.lastSeenMillis() < cutoffMillis);
+            forgot |= retired.removeIf(e -> e.lastSeenMillis() < cutoffMillis);
+            List<Entry> gone = new ArrayList<>(retired);
+            for (Entry e : entries.values()) if (!existing.contains(e.key())) gone.add(e);
+            gone.sort(Comparator.comparingLong(Entry::lastSeenMillis).reversed());
+            long bytes = 0;
+            Set<Entry> evicted = new HashSet<>();
+            for (Entry e : gone) {
+                bytes += rowOf("gone", e).length() + 1;
+                if (bytes > GONE_ROWS_BYTES) evicted.add(e);
+            }
+            if (evicted.isEmpty()) return forgot;
+            entries.values().removeIf(evicted::contains);
+            retired.removeIf(evicted::contains);
+            return true;
         }
+
+        int size() { return entries.size() + retired.size(); }
 
         Path tempFile() { return file.resolveSibling(file.getFileName() + ".tmp"); }
 
@@ -2244,7 +2484,10 @@ public class LogShip implements Callable<Integer> {
             Map<FileKey, Entry> live = new LinkedHashMap<>();
             List<Entry> gone = new ArrayList<>();
             try (var reader = Files.newBufferedReader(path, StandardCharsets.UTF_8)) {
-                if (!HEADER.equals(reader.readLine())) throw new IOException("not a " + HEADER + " file");
+                String header = reader.readLine();
+                int version = HEADER.equals(header) ? VERSION : HEADER_V1.equals(header) ? 1 : 0;
+                if (version == 0) throw new IOException("not a " + HEADER + " file");
+                List<Column> layout = Column.of(version);
                 String row;
                 while ((row = reader.readLine()) != null) {
                     if (row.startsWith("end ")) {
@@ -2255,28 +2498,73 @@ public class LogShip implements Callable<Integer> {
                         retired.addAll(gone);
                         return;
                     }
-                    String[] fields = row.split(" ", Column.COUNT);
+                    String[] fields = row.split(" ", layout.size());
                     String kind = fields[0];
-                    if (fields.length != Column.COUNT || !(kind.equals("file") || kind.equals("gone"))) {
+                    if (fields.length != layout.size() || !(kind.equals("file") || kind.equals("gone"))) {
                         throw new IOException("bad row: " + row);
                     }
-                    Entry entry = entryOf(fields);
+                    Entry entry = entryOf(current(fields, layout));
                     if (kind.equals("file")) live.put(entry.key(), entry); else gone.add(entry);
                 }
             }
             throw new IOException("no end line: the file was cut short");
         }
 
-        private static Entry entryOf(String[] fields) {
-            java.util.function.Function<Column, String> field = column -> fields[column.ordinal()];
-            java.util.function.ToLongFunction<Column> number = column -> Long.parseLong(field.apply(column));
+        /** A row of an older format as a current one: the columns it lacks get their earlier value. */
+        private static String[] current(String[] fields, List<Column> layout) {
+            String[] now = new String[Column.COUNT];
+            for (Column c : Column.values()) now[c.ordinal()] = c.before;
+            for (int i = 0; i < layout.size(); i++) now[layout.get(i).ordinal()] = fields[i];
+            return now;
+        }
+
+        /**
+         * One row's entry, every field range-checked: a value that parses but cannot be true (a
+         * negative offset, a checksum over more bytes than we ever take) makes the whole file
+         * corrupt, because acting on it would crash every start.
+         */
+        private static Entry entryOf(String[] fields) throws IOException {
+            long offset = field(fields, Column.OFFSET, 0, Long.MAX_VALUE);
+            int markerLength = (int) field(fields, Column.MARKER_LENGTH, 0, Math.min(Marker.SIZE, offset));
             Checkpoint checkpoint = new Checkpoint(
-                    new Fingerprint((int) number.applyAsLong(Column.FINGERPRINT_LENGTH), number.applyAsLong(Column.FINGERPRINT_CRC)),
-                    number.applyAsLong(Column.OFFSET), field.apply(Column.SKIPPING_LONG_LINE).equals("1"),
-                    new Marker((int) number.applyAsLong(Column.MARKER_LENGTH), number.applyAsLong(Column.MARKER_CRC)));
-            return new Entry(new FileKey(number.applyAsLong(Column.DEVICE), number.applyAsLong(Column.INODE)),
-                    field.apply(Column.COMPRESSED).equals("1"), checkpoint, number.applyAsLong(Column.LAST_SEEN_MILLIS),
-                    Path.of(unescape(field.apply(Column.PATH))));
+                    new Fingerprint((int) field(fields, Column.FINGERPRINT_LENGTH, 0, Fingerprint.SIZE),
+                            field(fields, Column.FINGERPRINT_CRC, 0, CRC_MAX)),
+                    offset, field(fields, Column.SKIPPING_LONG_LINE, 0, 1) == 1,
+                    new Marker(markerLength, field(fields, Column.MARKER_CRC, 0, CRC_MAX)));
+            return new Entry(new FileKey(field(fields, Column.DEVICE, Long.MIN_VALUE, Long.MAX_VALUE),
+                    field(fields, Column.INODE, Long.MIN_VALUE, Long.MAX_VALUE)),
+                    field(fields, Column.COMPRESSED, 0, 1) == 1, checkpoint,
+                    field(fields, Column.LAST_SEEN_MILLIS, 0, Long.MAX_VALUE),
+                    nameOf(unescape(fields[Column.NAME.ordinal()])), field(fields, Column.BORN, 0, Long.MAX_VALUE));
+        }
+
+        /**
+         * The name is for people only, so one this locale cannot encode must not make the file
+         * unreadable: under LANG=C the JVM turns non-ASCII bytes of names into U+FFFD when it lists a
+         * directory, and cannot turn them back into a path.
+         */
+        private static Path nameOf(String text) {
+            String name = text.substring(text.lastIndexOf('/') + 1);
+            try {
+                return Path.of(name);
+            } catch (InvalidPathException e) {
+                return Path.of(name.replaceAll("[^\\x20-\\x7e]", "?"));
+            }
+        }
+
+        /** A CRC32C is an unsigned 32-bit value. */
+        private static final long CRC_MAX = 0xFFFF_FFFFL;
+
+        private static long field(String[] fields, Column column, long min, long max) throws IOException {
+            String text = fields[column.ordinal()];
+            try {
+                long value = Long.parseLong(text);
+                if (value >= min && value <= max) return value;
+            } catch (NumberFormatException e) {
+                // the one message below
+            }
+            throw new IOException(column.name().toLowerCase(Locale.ROOT) + " '" + text + "' is out of range "
+                    + min + ".." + max);
         }
 
         private static String rowOf(String kind, Entry e) {
@@ -2292,7 +2580,8 @@ public class LogShip implements Callable<Integer> {
             fields[Column.LAST_SEEN_MILLIS.ordinal()] = Long.toString(e.lastSeenMillis());
             fields[Column.SKIPPING_LONG_LINE.ordinal()] = e.checkpoint().skippingLongLine() ? "1" : "0";
             fields[Column.COMPRESSED.ordinal()] = e.compressed() ? "1" : "0";
-            fields[Column.PATH.ordinal()] = escape(e.path().toString());
+            fields[Column.BORN.ordinal()] = Long.toString(e.born());
+            fields[Column.NAME.ordinal()] = escape(String.valueOf(e.path().getFileName()));
             return String.join(" ", fields);
         }
 
@@ -2330,6 +2619,60 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
+    /**
+     * One shipper per positions file: two would ship every line twice and collide on the temp file.
+     * The kernel drops the lock when its process ends, however it ends, so a crash never leaves a
+     * stale lock; the PID written inside only names the holder, which Java cannot ask the kernel.
+     */
+    static final class PositionsLock {
+        /** Held until the process ends (null without a positions file). */
+        static FileChannel take(Path positions) throws ConfigError {
+            if (positions == null) return null;
+            Path file = positions.resolveSibling(positions.getFileName() + ".lock");
+            try {
+                FileChannel channel = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.READ,
+                        StandardOpenOption.WRITE);
+                if (!locked(channel)) {
+                    String holder = holderOf(channel);
+                    channel.close();
+                    throw new ConfigError("LOG_STATE_FILE (--state) " + positions + " is in use by another LogShip"
+                            + " (PID " + holder + "): run one shipper per positions file.");
+                }
+                channel.truncate(0);
+                channel.write(ByteBuffer.wrap((ProcessHandle.current().pid() + "\n").getBytes(StandardCharsets.US_ASCII)), 0);
+                channel.force(false);
+                return channel;
+            } catch (IOException e) {
+                throw new ConfigError("LOG_STATE_FILE (--state) lock file " + file + " cannot be used: " + reason(e) + ".");
+            }
+        }
+
+        private static boolean locked(FileChannel channel) throws IOException {
+            try {
+                return channel.tryLock() != null;
+            } catch (OverlappingFileLockException e) {
+                return false; // this very process holds it
+            }
+        }
+
+        /** The holder writes its PID right after locking: give it a moment before saying "unknown". */
+        private static String holderOf(FileChannel channel) throws IOException {
+            for (int attempt = 0; attempt < 20; attempt++) {
+                byte[] bytes = new byte[20];
+                String pid = new String(bytes, 0, Math.max(0, readAt(channel, bytes, bytes.length, 0)),
+                        StandardCharsets.US_ASCII).trim();
+                if (pid.matches("\\d+")) return pid;
+                try {
+                    Thread.sleep(50);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    break;
+                }
+            }
+            return "unknown";
+        }
+    }
+
     // =============================================================================================
     // Change notification: wakes the loop early. Only an optimisation over the ticker's polling.
     // =============================================================================================
@@ -2363,7 +2706,8 @@ public class LogShip implements Callable<Integer> {
         private final int maxPinned;
         private final WatchService service;
         private final Scanner scanner;
-        private final Set<String> changed = ConcurrentHashMap.newKeySet();
+        /** Entries as the kernel named them: their names as strings may not survive a C locale. */
+        private final Set<Path> changed = ConcurrentHashMap.newKeySet();
         private final AtomicBoolean needsRescan = new AtomicBoolean();
         private final Queue<Pinned> pinned = new ConcurrentLinkedQueue<>();
         /** New files renamed away before they could be opened by their name: the loop looks for them. */
@@ -2398,9 +2742,9 @@ public class LogShip implements Callable<Integer> {
                             Log.debug("change notification overflowed: rescanning the directory");
                             needsRescan.set(true);
                         } else {
-                            String name = event.context().toString();
-                            if (event.kind() == StandardWatchEventKinds.ENTRY_CREATE) pin(name);
-                            changed.add(name);
+                            Path entry = (Path) event.context();
+                            if (event.kind() == StandardWatchEventKinds.ENTRY_CREATE) pin(entry);
+                            changed.add(entry);
                         }
                     }
                     if (!key.reset()) {
@@ -2421,13 +2765,15 @@ public class LogShip implements Callable<Integer> {
          * renamed to a non-matching name and deleted before the loop looks: with several rotations
          * between two scans, a file that lived for a moment is still shipped.
          */
-        private void pin(String name) {
+        private void pin(Path entry) {
+            String name = entry.toString();
             // Past the bound, files are left to the loop, which opens them when it gets to them.
             if (!scanner.matches(name) || name.endsWith(".gz") || pinning.get() >= maxPinned) return;
             // Not waited for: this thread only drains events, or they would overflow under load.
             pinning.incrementAndGet();
             Descriptors.inBackground(() -> {
-                ScannedFile file = scanner.inspect(scanner.resolve(name));
+                // The entry as the kernel named it: its name as a string may not survive a C locale.
+                ScannedFile file = scanner.inspect(scanner.directory.resolve(entry));
                 if (file == null) {
                     pinning.decrementAndGet();
                 } else {
@@ -2476,13 +2822,13 @@ public class LogShip implements Callable<Integer> {
         }
 
         /** Names that changed since the last call. */
-        Set<String> takeChanged() {
-            Set<String> names = new HashSet<>();
-            for (Iterator<String> it = changed.iterator(); it.hasNext(); ) {
-                names.add(it.next());
+        Set<Path> takeChanged() {
+            Set<Path> entries = new HashSet<>();
+            for (Iterator<Path> it = changed.iterator(); it.hasNext(); ) {
+                entries.add(it.next());
                 it.remove();
             }
-            return names;
+            return entries;
         }
 
         boolean takeNeedsRescan() { return needsRescan.getAndSet(false); }

@@ -437,6 +437,44 @@ public class LogShipTest {
         return Long.parseLong(m.group(1));
     }
 
+    /** A configuration error as the program must report it: exit 2, one sentence on stderr, nothing else. */
+    static String assertRefusedWithOneSentence(Shipped run) {
+        assertEquals(2, run.awaitExit(), run::stderr);
+        String err = run.stderr().strip();
+        assertEquals(1, err.lines().count(), err);
+        assertNoStackTrace(err);
+        assertEquals("", run.stdout());
+        return err;
+    }
+
+    /** "café", as the bytes a UTF-8 system stores, written by a shell so no JVM locale is involved. */
+    static final String CAFE_IN_SHELL = "$(printf 'caf\\303\\251')";
+
+    /** Runs a shell snippet with $1 set to {@code dir}: creates names the test JVM's locale may not encode. */
+    static void shell(String script, Path dir) throws Exception {
+        Process p = new ProcessBuilder("sh", "-c", script, "sh", dir.toString()).inheritIO().start();
+        assertEquals(0, p.waitFor(), script);
+    }
+
+    /** The image's JVM heap flags: what a line limit must fit in. */
+    static final List<String> IMAGE_HEAP = List.of("-XX:+UseSerialGC", "-Xms8m", "-Xmx32m", "-XX:+ExitOnOutOfMemoryError");
+
+    /**
+     * LogShip's classes and picocli only, as in the image's jar: the suite's own jars (the Kubernetes
+     * client's among them) would take several MiB of a 32 MiB heap for their directories alone.
+     */
+    static String productClassPath() {
+        return Stream.of(LogShip.class, picocli.CommandLine.class)
+                .map(c -> {
+                    try {
+                        return Path.of(c.getProtectionDomain().getCodeSource().getLocation().toURI()).toString();
+                    } catch (java.net.URISyntaxException e) {
+                        throw new IllegalStateException(e);
+                    }
+                })
+                .distinct().collect(Collectors.joining(File.pathSeparator));
+    }
+
     /** Compares shipped lines with what must come out, reporting the first difference, not a 2 MB dump. */
     static void assertLines(List<String> expected, List<String> actual) {
         if (expected.equals(actual)) return;
@@ -937,6 +975,62 @@ public class LogShipTest {
             assertTrue(err.startsWith("logship: " + setting), err);
             assertNoStackTrace(err);
             assertEquals("", run.stdout());
+        }
+
+        @Test
+        void aLineLimitTheHeapCannotHoldExitsTwoWithTheReason() {
+            Shipped run = Shipped.start(List.of(), IMAGE_HEAP, Map.of("LOG_DIRECTORY", dir.toString(),
+                    "LOG_MAX_LINE_BYTES", Integer.toString(32 * 1024 * 1024)), true, "--once");
+            String err = assertRefusedWithOneSentence(run);
+            assertTrue(err.startsWith("logship: LOG_MAX_LINE_BYTES") && err.contains("heap")
+                    && err.contains("use at most"), err);
+        }
+
+        @ParameterizedTest
+        @ValueSource(strings = {"raw", "json"})
+        void theLargestLineLimitTheHeapAcceptsShipsAWorstCaseLine(String format) throws IOException {
+            Shipped refused = Shipped.start(List.of(), IMAGE_HEAP, productClassPath(), Map.of("LOG_DIRECTORY", dir.toString(),
+                    "LOG_FORMAT", format, "LOG_MAX_LINE_BYTES", Integer.toString(64 * 1024 * 1024)), true, "--once");
+            Matcher largest = Pattern.compile("use at most (\\d+)").matcher(assertRefusedWithOneSentence(refused));
+            assertTrue(largest.find());
+            int limit = Integer.parseInt(largest.group(1));
+            // Control bytes are the worst case for json: six characters each once escaped.
+            byte[] line = new byte[2 * limit + 1];
+            Arrays.fill(line, (byte) 1);
+            line[line.length - 1] = '\n';
+            append(dir.resolve("long.log"), line);
+            Shipped run = Shipped.start(List.of(), IMAGE_HEAP, productClassPath(), Map.of("LOG_DIRECTORY", dir.toString(),
+                    "LOG_FORMAT", format, "LOG_MAX_LINE_BYTES", Integer.toString(limit)), true, "--once");
+            assertEquals(0, run.awaitExit(), () -> tail(run.stderr()));
+            assertEquals(format.equals("raw") ? limit + 1 : 6 * limit + "{\"file\":\"long.log\",\"line\":\"\"}\n".length(),
+                    run.stdout().length(), "the line, cut at the limit");
+        }
+
+        @Test
+        void aDirectoryTheCLocaleCannotNameExitsTwoNamingTheLocaleAndTheFix() throws Exception {
+            shell("mkdir \"$1\"/" + CAFE_IN_SHELL, dir);
+            List<String> inCafe = List.of("sh", "-c", "d=\"$1\"/" + CAFE_IN_SHELL + "; shift; exec \"$@\" -d \"$d\" --once",
+                    "sh", dir.toString());
+            Shipped run = Shipped.start(inCafe, List.of(), Map.of("LC_ALL", "C", "LANG", "C"), true);
+            String err = assertRefusedWithOneSentence(run);
+            assertTrue(err.startsWith("logship: LOG_DIRECTORY") && err.contains("LC_ALL=C")
+                    && err.contains("LC_ALL=C.UTF-8"), err);
+        }
+
+        @Test
+        void aPositionsFileAmongTheLogsItWouldShipExitsTwo() throws IOException {
+            Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(),
+                    "LOG_STATE_FILE", dir.resolve("positions.log").toString()), "--once");
+            String err = assertRefusedWithOneSentence(run);
+            assertTrue(err.startsWith("logship: LOG_STATE_FILE") && err.contains("LOG_FILE_PATTERN"), err);
+            // Beside the logs but matched by nothing: fine, and never shipped.
+            append(dir.resolve("a.log"), "one\n");
+            for (int i = 0; i < 2; i++) {
+                Shipped fine = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(),
+                        "LOG_STATE_FILE", dir.resolve("positions").toString()), "--once");
+                assertEquals(0, fine.awaitExit(), fine::stderr);
+                assertEquals(i == 0 ? "one\n" : "", fine.stdout());
+            }
         }
 
         @Test
@@ -1530,7 +1624,7 @@ public class LogShipTest {
             append(logs().resolve("a.log"), "one\n");
             assertEquals("one\n", shipOnce(env()));
             List<String> saved = Files.readAllLines(state());
-            assertEquals("logship-positions v1", saved.get(0));
+            assertEquals("logship-positions v2", saved.get(0));
             assertTrue(saved.get(saved.size() - 1).startsWith("end "), saved.toString());
             assertEquals("", shipOnce(env()), "a second run ships nothing again");
         }
@@ -1667,6 +1761,97 @@ public class LogShipTest {
         }
 
         @Test
+        void aSecondShipperOnTheSamePositionsFileRefusesToStartNamingTheFirst() throws Exception {
+            append(logs().resolve("a.log"), "one\n");
+            try (Shipped first = Shipped.start(env())) {
+                first.awaitReady().awaitLineCount(1);
+                Shipped second = Shipped.start(env());
+                String err = assertRefusedWithOneSentence(second);
+                assertTrue(err.contains("PID " + first.process.pid()) && err.contains(state().toString()), err);
+                assertEquals(0, first.terminate(), first::stderr);
+                assertEquals(List.of("one"), first.lines());
+            }
+            // The lock died with its holder: the next shipper starts, and ships nothing twice.
+            assertEquals("", shipOnce(env()));
+        }
+
+        @Test
+        void underTheCLocaleANonAsciiFileNameNeitherCorruptsPositionsNorReshipsTheDirectory() throws Exception {
+            shell("printf 'caf\\n' > \"$1\"/" + CAFE_IN_SHELL + ".log; printf 'plain\\n' > \"$1\"/plain.log", logs());
+            Map<String, String> env = env("LC_ALL", "C", "LANG", "C");
+            assertEquals(List.of("caf", "plain"), Set5.sorted(shipOnce(env)));
+            shell("printf 'more\\n' >> \"$1\"/" + CAFE_IN_SHELL + ".log", logs());
+            Shipped again = Shipped.start(env, "--once");
+            assertEquals(0, again.awaitExit(), again::stderr);
+            assertEquals("more\n", again.stdout(), "only the new line: " + again.stderr());
+            assertFalse(again.stderr().contains("unreadable"), again.stderr());
+            assertFalse(Files.exists(state().resolveSibling("positions.corrupt")));
+        }
+
+        @Test
+        void underTheCLocaleANonAsciiFileNameStillArrivesThroughNotification() throws Exception {
+            try (Shipped run = Shipped.start(env("LC_ALL", "C", "LANG", "C", "LOG_SCAN_INTERVAL", "1h"))) {
+                run.awaitReady();
+                shell("printf 'caf\\n' > \"$1\"/" + CAFE_IN_SHELL + ".log", logs());
+                run.awaitLineCount(1);
+                shell("printf 'more\\n' >> \"$1\"/" + CAFE_IN_SHELL + ".log", logs());
+                run.awaitLineCount(2);
+                assertEquals(0, run.terminate(), run::stderr);
+                assertNoStackTrace(run.stderr());
+            }
+        }
+
+        @Test
+        void aFinalSaveThatFailsIsSaidAndExitsOne() throws Exception {
+            append(logs().resolve("a.log"), "one\n");
+            try (Shipped run = Shipped.start(env())) {
+                run.awaitReady().awaitLineCount(1);
+                await("the first save", () -> Files.exists(state()));
+                // Root ignores permission bits, so the save is made impossible the way a volume gone
+                // wrong does it: the state directory is no longer a directory.
+                Files.move(state().getParent(), dir.resolve("state.moved"));
+                Files.writeString(state().getParent(), "in the way");
+                append(logs().resolve("a.log"), "two\n");
+                run.awaitLineCount(2);
+                assertEquals(1, run.terminate(), run::stderr);
+                assertTrue(run.stderr().contains("error: cannot save positions at shutdown"), run.stderr());
+                assertNoStackTrace(run.stderr());
+            }
+        }
+
+        @Test
+        void aFinalSaveOnAFullVolumeIsSaidAndExitsOne() throws Exception {
+            // A small tmpfs of our own, filled up. (Remounting it read-only is refused while the
+            // shipper holds its lock file open for writing.)
+            Path volume = Files.createDirectories(dir.resolve("volume"));
+            Process mount = new ProcessBuilder("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", volume.toString())
+                    .redirectErrorStream(true).start();
+            String why = new String(mount.getInputStream().readAllBytes()).strip();
+            if (mount.waitFor() != 0) Assumptions.abort("cannot mount a tmpfs to fill (" + why + "); the"
+                    + " state-directory test covers the same failed save");
+            try {
+                append(logs().resolve("a.log"), "one\n");
+                Map<String, String> env = env("LOG_STATE_FILE", volume.resolve("positions").toString());
+                try (Shipped run = Shipped.start(env)) {
+                    run.awaitReady().awaitLineCount(1);
+                    await("the first save", () -> Files.exists(volume.resolve("positions")));
+                    try (var filler = Files.newOutputStream(volume.resolve("filler"))) {
+                        while (true) filler.write(new byte[4096]);
+                    } catch (IOException full) {
+                        // no space left: what a full disk does to the next save
+                    }
+                    append(logs().resolve("a.log"), "two\n");
+                    run.awaitLineCount(2);
+                    assertEquals(1, run.terminate(), run::stderr);
+                    assertTrue(run.stderr().contains("cannot save positions at shutdown (No space left on device)"),
+                            run.stderr());
+                }
+            } finally {
+                new ProcessBuilder("umount", "-l", volume.toString()).inheritIO().start().waitFor();
+            }
+        }
+
+        @Test
         void aFileRenamedWhileStoppedResumesUnderItsNewName() throws IOException {
             Map<String, String> env = env("LOG_FILE_PATTERN", "app\\.log.*");
             Path log = logs().resolve("app.log");
@@ -1700,8 +1885,91 @@ public class LogShipTest {
             Shipped run = Shipped.start(env("LOG_LEVEL", "debug"), "--once");
             assertEquals(0, run.awaitExit());
             assertEquals(numbered("new", 0, 150), run.stdout());
-            // Told apart by its first bytes, not mistaken for the old file truncated.
-            assertTrue(run.stderr().contains("b.log has the inode of a.log but other first bytes"), run.stderr());
+            // Told apart by its birth or first bytes, not mistaken for the old file truncated.
+            assertTrue(run.stderr().contains("b.log has the inode of a.log but"), run.stderr());
+        }
+
+        /** Makes the saved position of a deleted file name {@code now}'s inode, if the file system did not. */
+        void reuseInode(long was, Path now) throws IOException {
+            long reused = (long) Files.getAttribute(now, "unix:ino");
+            if (reused != was) {
+                // ext4 usually hands the freed inode straight to the next file, but another process
+                // may take it first: then do in the positions what the file system's reuse would do.
+                Files.writeString(state(), Files.readString(state()).replace(" " + was + " ", " " + reused + " "));
+            }
+        }
+
+        @Test
+        void aReusedInodeWithTheSameBytesIsToldApartByItsBirth() throws Exception {
+            LogShip.Births births = LogShip.Births.provenIn(null, logs());
+            Path log = logs().resolve("app.log");
+            append(log, "the same line\n".repeat(500));
+            if (births.of(log, LogShip.FileKey.of(log)) == LogShip.Births.UNKNOWN) skipOrFailInCi("no birth times on " + logs() + " with this JDK");
+            assertEquals(500, shipOnce(env()).lines().count());
+            long inode = (long) Files.getAttribute(log, "unix:ino");
+            Files.delete(log);
+            append(log, "the same line\n".repeat(800));
+            reuseInode(inode, log);
+            Shipped run = Shipped.start(env("LOG_LEVEL", "debug"), "--once");
+            assertEquals(0, run.awaitExit(), run::stderr);
+            assertEquals(800, run.stdout().lines().count(), "first bytes and the bytes before the offset are alike: only the birth tells");
+            assertTrue(run.stderr().contains("app.log has the inode of app.log but was created after it"), run.stderr());
+        }
+
+        @Test
+        void birthTimesCountOnlyOnADeviceWhereTheyDifferFromModificationTimes() throws Exception {
+            // What a JDK or file system without birth times does: creationTime() is the modification time.
+            Path looksUnborn = logs().resolve("a.log");
+            append(looksUnborn, "a\n");
+            Files.setLastModifiedTime(looksUnborn, Files.readAttributes(looksUnborn,
+                    java.nio.file.attribute.BasicFileAttributes.class).creationTime());
+            LogShip.Births births = new LogShip.Births();
+            assertEquals(LogShip.Births.UNKNOWN, births.of(looksUnborn, LogShip.FileKey.of(looksUnborn)), "unproven: no birth, as before");
+            Path written = logs().resolve("b.log");
+            append(written, "b\n");
+            Files.setLastModifiedTime(written, java.nio.file.attribute.FileTime.fromMillis(1_000_000_000_000L));
+            if (births.of(written, LogShip.FileKey.of(written)) == LogShip.Births.UNKNOWN) skipOrFailInCi("no birth times on " + logs() + " with this JDK");
+            assertNotEquals(LogShip.Births.UNKNOWN, births.of(looksUnborn, LogShip.FileKey.of(looksUnborn)), "the device is proven now");
+        }
+
+        @Test
+        void aBirthReadByNameIsNeverTheNextFilesAfterARotation() throws Exception {
+            // The race a rotating writer won under load in the restart test: the name was looked up
+            // just after the rotation, the next file's birth was saved, and every restart then took
+            // the rotated file for a new one and shipped it again.
+            Path live = logs().resolve("app.log");
+            append(live, "first\n");
+            LogShip.FileKey first = LogShip.FileKey.of(live);
+            LogShip.Births births = LogShip.Births.provenIn(null, logs());
+            if (births.of(live, first) == LogShip.Births.UNKNOWN) skipOrFailInCi("no birth times on " + logs() + " with this JDK");
+            Files.move(live, logs().resolve("app.log.1"));
+            append(live, "second\n");
+            assertEquals(LogShip.Births.UNKNOWN, births.of(live, first), "not the birth of the file now under the name");
+        }
+
+        @Test
+        void aVersionOnePositionsFileIsStillRead() throws IOException {
+            Path log = logs().resolve("a.log");
+            append(log, numbered("old", 0, 10));
+            shipOnce(env());
+            // The same positions as the previous format wrote them: no BORN column, the whole path.
+            List<String> v1 = new ArrayList<>();
+            for (String row : Files.readAllLines(state())) {
+                if (row.startsWith("logship-positions")) row = "logship-positions v1";
+                if (row.startsWith("file ")) {
+                    List<String> fields = new ArrayList<>(Arrays.asList(row.split(" ", LogShip.Positions.Column.COUNT)));
+                    fields.remove(LogShip.Positions.Column.BORN.ordinal());
+                    fields.set(fields.size() - 1, log.toString());
+                    row = String.join(" ", fields);
+                }
+                v1.add(row);
+            }
+            Files.write(state(), v1);
+            append(log, "new\n");
+            Shipped run = Shipped.start(env(), "--once");
+            assertEquals(0, run.awaitExit(), run::stderr);
+            assertEquals("new\n", run.stdout(), run.stderr());
+            assertEquals("logship-positions v2", Files.readAllLines(state()).get(0), "saved in the current format");
         }
 
         @Test
@@ -1727,6 +1995,50 @@ public class LogShipTest {
             assertTrue(run.stderr().contains("is unreadable") && run.stderr().contains(".corrupt"), run.stderr());
             assertTrue(Files.exists(state().resolveSibling("positions.corrupt")));
             assertEquals("", shipOnce(env()), "the new positions file works");
+        }
+
+        /** Rewrites one field of every row of the positions file, through the program's own row table. */
+        void setField(LogShip.Positions.Column column, String value) throws IOException {
+            List<String> rows = new ArrayList<>();
+            for (String row : Files.readAllLines(state())) {
+                if (row.startsWith("file ") || row.startsWith("gone ")) {
+                    String[] fields = row.split(" ", LogShip.Positions.Column.COUNT);
+                    fields[column.ordinal()] = value;
+                    row = String.join(" ", fields);
+                }
+                rows.add(row);
+            }
+            Files.write(state(), rows);
+        }
+
+        @ParameterizedTest
+        @CsvSource({"OFFSET, -1", "OFFSET, 99999999999999999999", "FINGERPRINT_LENGTH, -5",
+                "FINGERPRINT_LENGTH, 2147483647", "FINGERPRINT_CRC, -1", "MARKER_LENGTH, -1",
+                "MARKER_LENGTH, 2147483647", "MARKER_CRC, 4294967296", "LAST_SEEN_MILLIS, -1",
+                "SKIPPING_LONG_LINE, 2", "COMPRESSED, yes"})
+        void positionsThatParseButCannotBeTrueMakeTheFileCorruptNotTheStart(String column, String value)
+                throws Exception {
+            Path log = logs().resolve("a.log");
+            append(log, numbered("line", 0, 100));
+            InProcess first = new InProcess(logs(), "--state", state().toString()).start();
+            assertEquals(numbered("line", 0, 100), first.poll());
+            first.shipper.savePositions();
+            setField(LogShip.Positions.Column.valueOf(column), value);
+            InProcess second = new InProcess(logs(), "--state", state().toString()).start();
+            assertEquals(numbered("line", 0, 100), second.poll(), "without trustworthy positions, from the start");
+            assertTrue(Files.exists(state().resolveSibling("positions.corrupt")), "moved aside");
+        }
+
+        @Test
+        void aNegativeSavedOffsetNeitherCrashesTheProcessNorPrintsAStackTrace() throws IOException {
+            append(logs().resolve("a.log"), numbered("line", 0, 10));
+            assertEquals(numbered("line", 0, 10), shipOnce(env()));
+            setField(LogShip.Positions.Column.OFFSET, "-40");
+            Shipped run = Shipped.start(env(), "--once");
+            assertEquals(0, run.awaitExit(), run::stderr);
+            assertEquals(numbered("line", 0, 10), run.stdout());
+            assertTrue(run.stderr().contains("is unreadable") && run.stderr().contains("offset '-40'"), run.stderr());
+            assertNoStackTrace(run.stderr());
         }
 
         @Test
@@ -1984,6 +2296,59 @@ public class LogShipTest {
             assertTrue(early.offset() - first.offset() <= LogShip.LineReader.CHUNK + 1001,
                     "an early end still read " + (early.offset() - first.offset()));
             assertEquals(0, early.offset() % 1001);
+        }
+
+        @Test
+        void positionsOfAHundredThousandGoneFilesFitTheStateVolumeAndThoseOfExistingFilesStay() throws IOException {
+            Path file = dir.resolve("positions");
+            LogShip.Positions positions = LogShip.Positions.open(file);
+            Set<LogShip.FileKey> existing = new HashSet<>();
+            long start = System.currentTimeMillis() - 200_000;
+            LogShip.Checkpoint shipped = LogShip.Checkpoint.START.advancedTo(123_456, false);
+            for (int i = 0; i < 100_000; i++) {
+                LogShip.FileKey key = new LogShip.FileKey(64_769, 5_000_000 + i);
+                positions.put(new LogShip.Positions.Entry(key, false, shipped, start + i,
+                        Path.of("app-2026-11-25T10:00:00-" + i + ".log"), 1_764_064_800_000_000_000L + i));
+                if (i % 10_000 == 0) existing.add(key); // among the oldest, but still there
+                if (i % 1000 == 999) positions.forgetGone(0, existing); // as each save does while files churn
+            }
+            positions.save();
+            long bytes = Files.size(file);
+            System.out.println("    (100,000 gone files: " + positions.size() + " rows kept, " + bytes + " bytes)");
+            assertTrue(bytes <= LogShip.Positions.GONE_ROWS_BYTES + 10 * 200 + 100, bytes + " bytes");
+            assertTrue(positions.size() < 3_000, positions.size() + " rows");
+            for (LogShip.FileKey key : existing) assertNotNull(positions.get(key), "an existing file kept its row");
+            assertNotNull(positions.get(new LogShip.FileKey(64_769, 5_000_000 + 99_999)), "the newest gone file stays");
+            assertEquals(null, positions.get(new LogShip.FileKey(64_769, 5_000_000 + 1)), "the oldest went first");
+            assertEquals(positions.size(), LogShip.Positions.open(file).size(), "and it reads back whole");
+        }
+
+        @Test
+        void churningThousandsOfFilesKeepsThePositionsFileWithinItsBound() throws Exception {
+            Path logs = Files.createDirectories(dir.resolve("logs"));
+            Path state = dir.resolve("state/positions");
+            append(logs.resolve("stays.log"), "stays\n");
+            InProcess shipper = new InProcess(logs, "--state", state.toString(), "--rotate-wait", "1ms").start();
+            int shipped = shipper.poll().lines().mapToInt(l -> 1).sum();
+            for (int round = 0; round < 10; round++) {
+                // Distinct lines: a file on a reused inode with the same bytes is another promise (birth times).
+                for (int f = 0; f < 300; f++) append(logs.resolve("short-lived-" + round + "-" + f + ".log"), round + "-" + f + "\n");
+                shipped += shipper.poll().lines().mapToInt(l -> 1).sum();
+                for (int f = 0; f < 300; f++) Files.delete(logs.resolve("short-lived-" + round + "-" + f + ".log"));
+                Thread.sleep(2); // longer than --rotate-wait: the next poll closes them
+                shipper.poll();
+                shipper.shipper.savePositions();
+            }
+            assertEquals(1 + 3000, shipped);
+            Thread.sleep(2);
+            shipper.poll(); // the last round's files are closed too: all but one file are gone now
+            shipper.shipper.savePositions();
+            long bytes = Files.size(state);
+            System.out.println("    (3,000 files created and deleted: positions file of " + bytes + " bytes)");
+            assertTrue(bytes <= LogShip.Positions.GONE_ROWS_BYTES + 1000, bytes + " bytes");
+            append(logs.resolve("stays.log"), "still\n");
+            InProcess restarted = new InProcess(logs, "--state", state.toString()).start();
+            assertEquals("still\n", restarted.poll(), "the existing file's position survived the churn");
         }
 
         @Test
