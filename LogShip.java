@@ -839,8 +839,9 @@ public class LogShip implements Callable<Integer> {
                         + " no longer exists (deleted or unmounted); will look for it again at each rescan");
                 return null;
             } catch (IOException | UncheckedIOException e) {
-                Log.warnOnce("scan:" + directory, "cannot list " + directory + ": "
-                        + reason(e instanceof UncheckedIOException u ? u.getCause() : e) + "; will retry at the next rescan");
+                Exception why = e instanceof UncheckedIOException unchecked ? unchecked.getCause() : e;
+                Log.warnOnce("scan:" + directory, "cannot list " + directory + ": " + reason(why)
+                        + "; will retry at the next rescan");
                 return null;
             }
             Log.forget("scan:" + directory);

@@ -1247,12 +1247,17 @@ public class LogShipTest {
         void theReadmeTryItBlockWorksPastedIntoAFreshCloneWithAnEmptyHome() throws Exception {
             Newcomer newcomer = Newcomer.freshClone(dir);
             String readme = Files.readString(newcomer.clone.resolve("README.md"));
-            Matcher block = Pattern.compile("(?ms)^## Try it$.*?^```sh\n(.*?)^```$").matcher(readme);
-            assertTrue(block.find(), "README.md has a '## Try it' section with a sh block");
+            Matcher block = Pattern.compile("(?ms)^## Try it$.*?^```sh\n(.*?)^```$.*?^```\n(.*?)^```$").matcher(readme);
+            assertTrue(block.find(), "README.md has a '## Try it' section with a sh block, then the output to expect");
             Shipped pasted = newcomer.paste(block.group(1));
             assertEquals(0, pasted.awaitExit(), pasted::stderr);
             assertEquals("hello\n", pasted.stdout(), pasted.stderr());
             assertEquals(List.of(), Newcomer.strangers(pasted.stderr()), pasted.stderr());
+            List<String> seen = concat(pasted.stderr().lines().toList(), pasted.stdout().lines().toList());
+            for (String promised : block.group(2).lines().toList()) {
+                String expected = promised.replace("/…/logs", newcomer.clone.resolve("logs").toString());
+                assertTrue(seen.contains(expected), "the README promises '" + promised + "'; got:\n" + String.join("\n", seen));
+            }
             Shipped status = newcomer.run("git", "status", "--porcelain");
             assertEquals(0, status.awaitExit());
             assertEquals("", status.stdout(), "trying it leaves nothing for git to report");
