@@ -808,6 +808,7 @@ public class LogShip implements Callable<Integer> {
         final Path directory;
         private final Path realDirectory;
         private final Pattern pattern;
+        private boolean everMatched;
 
         Scanner(Path directory, Pattern pattern) throws IOException {
             this.directory = directory;
@@ -845,11 +846,9 @@ public class LogShip implements Callable<Integer> {
                 return null;
             }
             Log.forget("scan:" + directory);
-            if (found.isEmpty() && others > 0) {
-                Log.warnOnce("unmatched:" + directory, noMatchExplained(othersSeen, others));
-            } else {
-                Log.forget("unmatched:" + directory);
-            }
+            // Only until something matched: after that, an empty scan is the gap in a rename rotation.
+            everMatched |= !found.isEmpty();
+            if (!everMatched && others > 0) Log.warnOnce("unmatched:" + directory, noMatchExplained(othersSeen, others));
             return found;
         }
 
@@ -857,7 +856,8 @@ public class LogShip implements Callable<Integer> {
 
         /**
          * "Following 0 files" leaves a user with a wrong pattern guessing: name what is there, and
-         * how the pattern was probably meant (Go's MatchString, for one, matched anywhere in a name).
+         * how the pattern was probably meant. Go's MatchString, for one, matched a word such as
+         * "access" anywhere in a name.
          */
         private String noMatchExplained(List<String> names, int count) {
             String regex = pattern.pattern();
@@ -870,7 +870,7 @@ public class LogShip implements Callable<Integer> {
             if (extension.matches()) {
                 return explained + "; for names ending in ." + extension.group(1) + " write .+\\." + extension.group(1);
             }
-            if (names.stream().anyMatch(name -> pattern.matcher(name).find())) {
+            if (core.matches("[\\w\\\\.-]+") && names.stream().anyMatch(name -> pattern.matcher(name).find())) {
                 return explained + "; to match anywhere in the name, write " + (fromStart.equals(regex) ? ".*" : "")
                         + core + (core.equals(fromStart) ? ".*" : "");
             }

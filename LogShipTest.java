@@ -1001,6 +1001,20 @@ public class LogShipTest {
         }
 
         @Test
+        void theGapInARenameRotationIsNotMistakenForAPatternThatMatchesNothing() throws IOException {
+            Path log = dir.resolve("app.log");
+            append(log, "before\n");
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "50ms",
+                    "LOG_LEVEL", "debug"))) {
+                run.awaitReady().awaitLineCount(1);
+                Files.move(log, dir.resolve("app.log.1"));
+                run.awaitStderr("app.log was renamed away or deleted");
+                assertFalse(run.stderr().contains("no file in"), run.stderr());
+                assertEquals(0, run.terminate());
+            }
+        }
+
+        @Test
         void aPatternTheShellExpandedIsToldToBeQuoted() throws IOException {
             Path file = Files.writeString(dir.resolve("error.log"), "");
             String err = refused("-p", dir.resolve("access.log").toString(), file.toString()).err();
