@@ -109,7 +109,7 @@ import picocli.CommandLine.Option;
         exitCodeList = {
             "0:stopped cleanly (after --once, or after SIGTERM/SIGINT with everything drained)",
             "1:stdout failed, or the drain was cut short by a second signal or the drain timeout",
-            "2:a setting is wrong (the message names it)"})
+            "2:a setting or the command line is wrong (the message names it)"})
 public class LogShip implements Callable<Integer> {
 
     static final String VERSION = "0.1.0";
