@@ -11,6 +11,11 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.io.UncheckedIOException;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.MethodHandleProxies;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.MethodType;
+import java.lang.reflect.InvocationTargetException;
 import java.math.BigDecimal;
 import java.nio.ByteBuffer;
 import java.nio.channels.Channels;
@@ -117,7 +122,8 @@ import picocli.CommandLine.Option;
             "0:stopped cleanly (after --once, or after SIGTERM/SIGINT with everything drained)",
             "1:stdout failed, the drain was cut short by a second signal or the drain timeout, or the final"
                     + " save of positions failed",
-            "2:a setting is wrong (the message names it), or another LogShip uses the same positions file"})
+            "2:a setting or the command line is wrong (the message names it), or another LogShip uses the same"
+                    + " positions file"})
 public class LogShip implements Callable<Integer> {
 
     static final String VERSION = "0.1.0";
@@ -198,8 +204,9 @@ public class LogShip implements Callable<Integer> {
     String format;
 
     @Option(names = "--once",
-            description = "Ship what the matching files hold now, then exit 0. A last line without a"
-                    + " newline is shipped as a line.")
+            description = "Ship what the matching files hold now, then exit 0. A last line still"
+                    + " missing its newline waits for the next run with --state, and is shipped as it is"
+                    + " without (each run then stands alone).")
     boolean once;
 
     @Option(names = "--log-level", descriptionKey = "LOG_LEVEL", paramLabel = "LEVEL", defaultValue = DEFAULT_LOG_LEVEL,
@@ -237,8 +244,7 @@ public class LogShip implements Callable<Integer> {
         lineFitsTheHeap(lineLimit, outputFormat, Runtime.getRuntime().maxMemory());
         Path positions = stateFilePath(stateFile);
         positionsAreNotShipped(positions, dir, filePattern);
-        return new Settings(dir, filePattern,
-                positiveDuration("LOG_SCAN_INTERVAL (--interval)", interval),
+        return new Settings(dir, filePattern, scanInterval(interval),
                 oneOf(StartAt.class, "LOG_START_AT (--start-at)", startAt), lineLimit,
                 positiveDuration("LOG_DRAIN_TIMEOUT (--drain-timeout)", drainTimeout),
                 positions,
@@ -306,9 +312,31 @@ public class LogShip implements Callable<Integer> {
         try {
             return Pattern.compile(value, Pattern.DOTALL);
         } catch (PatternSyntaxException e) {
+            if (value.startsWith("*") || value.startsWith("?")) {
+                throw new ConfigError("LOG_FILE_PATTERN (--pattern) '" + value + "' looks like a glob, but a regex is"
+                        + " expected that matches the whole file name: write " + regexForGlob(value) + ".");
+            }
             throw new ConfigError("LOG_FILE_PATTERN (--pattern) '" + value + "' is not a valid regex: "
                     + e.getDescription() + " near index " + e.getIndex() + ".");
         }
+    }
+
+    /**
+     * The regex a shell glob means: * is .*, ? is ., everything else literal. A leading "*." becomes
+     * ".+\.", as in the default pattern: a name that is only the extension is not a log file.
+     */
+    static String regexForGlob(String glob) {
+        boolean extensionOnly = glob.startsWith("*.");
+        StringBuilder regex = new StringBuilder(extensionOnly ? ".+" : "");
+        for (char c : (extensionOnly ? glob.substring(1) : glob).toCharArray()) {
+            switch (c) {
+                case '*' -> regex.append(".*");
+                case '?' -> regex.append('.');
+                default -> regex.append(Character.isLetterOrDigit(c) || c == '_' || c == '-' ? String.valueOf(c)
+                        : "\\" + c);
+            }
+        }
+        return regex.toString();
     }
 
     private static final Pattern DURATION = Pattern.compile("(\\d+(?:\\.\\d+)?|\\.\\d+)\\s*(ms|s|m|h|d)?");
@@ -342,6 +370,22 @@ public class LogShip implements Callable<Integer> {
         if (d == null || d.isZero() || d.isNegative()) {
             throw new ConfigError(setting + " must be a positive duration such as 10, 0.5, 500ms, 10s, 2m"
                     + " or PT10S, not '" + value + "'.");
+        }
+        return d;
+    }
+
+    /**
+     * Change notification already ships lines within milliseconds; the interval is only the safety
+     * net under it, and a rescan of an empty directory every 0.1 ms costs a fifth of a core.
+     */
+    static final Duration SHORTEST_INTERVAL = Duration.ofMillis(10);
+
+    static Duration scanInterval(String value) throws ConfigError {
+        Duration d = positiveDuration("LOG_SCAN_INTERVAL (--interval)", value);
+        if (d.compareTo(SHORTEST_INTERVAL) < 0) {
+            throw new ConfigError("LOG_SCAN_INTERVAL (--interval) must be at least " + formatDuration(SHORTEST_INTERVAL)
+                    + ", not '" + value + "': change notification already ships lines within milliseconds, and"
+                    + " rescanning more often only burns CPU.");
         }
         return d;
     }
@@ -460,11 +504,45 @@ public class LogShip implements Callable<Integer> {
 
     static CommandLine commandLine(LogShip app, Map<String, String> env) {
         CommandLine cli = new CommandLine(app).setDefaultValueProvider(new EnvDefaults(env));
+        cli.setParameterExceptionHandler((e, args) -> {
+            e.getCommandLine().getErr().println("logship: " + commandLineMistake(e) + " (try --help)");
+            return 2;
+        });
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
             Log.error("stopped by an unexpected error: " + e);
             return 1;
         });
         return cli;
+    }
+
+    /**
+     * One sentence for a command-line mistake. picocli's own report adds the whole usage, which
+     * scrolls the sentence away, and lists an unknown option's value as a second unknown option.
+     */
+    static String commandLineMistake(CommandLine.ParameterException e) {
+        if (e instanceof CommandLine.UnmatchedArgumentException unmatched && !unmatched.getUnmatched().isEmpty()) {
+            String first = unmatched.getUnmatched().get(0);
+            if (!unmatched.isUnknownOption()) {
+                // The usual way to get one: an unquoted -p *.log, which the shell expands to file names.
+                return "unexpected argument '" + first + "': LogShip takes options only"
+                        + (Files.exists(Path.of(first)) ? ", and a shell expands an unquoted * or ?, so quote a"
+                        + " pattern: -p '.+\\.log'" : "");
+            }
+            String option = first.contains("=") ? first.substring(0, first.indexOf('=')) : first;
+            List<String> similar = unmatched.getSuggestions();
+            return "unknown option '" + option + "'"
+                    + (similar.isEmpty() ? "" : "; did you mean " + String.join(" or ", similar) + "?");
+        }
+        if (e instanceof CommandLine.OverwrittenOptionException twice
+                && twice.getOverwritten() instanceof OptionSpec option) {
+            return option.longestName() + " is given more than once";
+        }
+        if (e instanceof CommandLine.MissingParameterException missing && !missing.getMissing().isEmpty()
+                && missing.getMissing().get(0) instanceof OptionSpec option) {
+            return option.longestName() + " needs a value: " + option.longestName() + " " + option.paramLabel();
+        }
+        String message = e.getMessage().lines().findFirst().orElse("bad command line");
+        return Character.toLowerCase(message.charAt(0)) + message.substring(1);
     }
 
     @Override
@@ -545,7 +623,12 @@ public class LogShip implements Callable<Integer> {
             try {
                 if (settings.once()) {
                     discoverAtStartup();
-                    readUntilCaughtUp(tails.values(), NO_DEADLINE, true);
+                    // With a positions file, a last line still missing its newline waits for the run
+                    // that sees it whole: shipped now, it would go out torn. Without one, each run
+                    // stands alone, and shipping the line as it is is the only way it ever ships.
+                    boolean standalone = !positions.persistent();
+                    readUntilCaughtUp(tails.values(), NO_DEADLINE, standalone);
+                    if (!standalone) reportUnfinishedLines();
                     return finalSave() ? 0 : 1;
                 }
                 // Watch first, then scan: a file created in between is then seen by one or the other.
@@ -568,6 +651,20 @@ public class LogShip implements Callable<Integer> {
                 tails.values().forEach(Tail::close);
                 Log.debug("work: " + scanner.listings + " directory listings, " + shared.descriptors().opens
                         + " opens, " + bytesRead() + " bytes read, " + bytesInflated() + " bytes inflated");
+            }
+        }
+
+        /** After --once with a positions file: say which lines wait, so that nobody thinks them lost. */
+        private void reportUnfinishedLines() {
+            for (Tail tail : tails.values()) {
+                Positions.Entry entry = tail.entry();
+                try {
+                    if (!entry.compressed() && Files.size(entry.path()) > entry.offset()) {
+                        Log.info(tail.name() + " ends in an unfinished line: it ships with the next run");
+                    }
+                } catch (IOException e) {
+                    // gone since it was read: nothing waits in it
+                }
             }
         }
 
@@ -949,6 +1046,7 @@ public class LogShip implements Callable<Integer> {
         /** Where the directory really is; looked up at each scan, as its path may be re-pointed. */
         private volatile Path realDirectory;
         private final Pattern pattern;
+        private boolean everMatched;
 
         Scanner(Path directory, Pattern pattern) throws IOException {
             this.directory = directory;
@@ -964,20 +1062,59 @@ public class LogShip implements Callable<Integer> {
         List<ScannedFile> scan() {
             List<ScannedFile> found = new ArrayList<>();
             listings++;
+            List<String> othersSeen = new ArrayList<>();
+            int others = 0;
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(directory)) {
                 realDirectory = directory.toRealPath();
                 for (Path path : entries) {
-                    if (!matches(path.getFileName().toString())) continue;
+                    String name = path.getFileName().toString();
+                    if (!matches(name)) {
+                        if (others++ < NAMES_SHOWN) othersSeen.add(name);
+                        continue;
+                    }
                     ScannedFile file = inspect(path);
                     if (file != null) found.add(file);
                 }
+            } catch (NoSuchFileException e) {
+                Log.warnOnce("scan:" + directory, "the watched directory " + directory
+                        + " no longer exists (deleted or unmounted); will look for it again at each rescan");
+                return null;
             } catch (IOException | UncheckedIOException e) {
-                Log.warnOnce("scan:" + directory, "cannot list " + directory + ": " + e.getMessage()
+                Exception why = e instanceof UncheckedIOException unchecked ? unchecked.getCause() : e;
+                Log.warnOnce("scan:" + directory, "cannot list " + directory + ": " + reason(why)
                         + "; will retry at the next rescan");
                 return null;
             }
             Log.forget("scan:" + directory);
+            // Only until something matched: after that, an empty scan is the gap in a rename rotation.
+            everMatched |= !found.isEmpty();
+            if (!everMatched && others > 0) Log.warnOnce("unmatched:" + directory, noMatchExplained(othersSeen, others));
             return found;
+        }
+
+        static final int NAMES_SHOWN = 5;
+
+        /**
+         * "Following 0 files" leaves a user with a wrong pattern guessing: name what is there, and
+         * how the pattern was probably meant. Go's MatchString, for one, matched a word such as
+         * "access" anywhere in a name.
+         */
+        private String noMatchExplained(List<String> names, int count) {
+            String regex = pattern.pattern();
+            String explained = "no file in " + directory + " matches '" + regex + "' (the whole name must match);"
+                    + " there " + (count == 1 ? "is " : "are ") + String.join(", ", names)
+                    + (count > names.size() ? " and " + (count - names.size()) + " more" : "");
+            String fromStart = regex.replaceFirst("^\\^", "");
+            String core = fromStart.replaceFirst("(?<!\\\\)\\$$", "");
+            Matcher extension = Pattern.compile("\\\\?\\.(\\w+)").matcher(core);
+            if (extension.matches()) {
+                return explained + "; for names ending in ." + extension.group(1) + " write .+\\." + extension.group(1);
+            }
+            if (core.matches("[\\w\\\\.-]+") && names.stream().anyMatch(name -> pattern.matcher(name).find())) {
+                return explained + "; to match anywhere in the name, write " + (fromStart.equals(regex) ? ".*" : "")
+                        + core + (core.equals(fromStart) ? ".*" : "");
+            }
+            return explained;
         }
 
         /**
@@ -1407,7 +1544,7 @@ public class LogShip implements Callable<Integer> {
                 return null;
             } catch (IOException e) {
                 Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e)
-                        + "; will retry at each rescan");
+                        + "; skipping it until it can be read");
                 return null;
             }
         }
@@ -2865,9 +3002,10 @@ public class LogShip implements Callable<Integer> {
         void install() {
             for (String name : List.of("TERM", "INT")) {
                 try {
-                    sun.misc.Signal.handle(new sun.misc.Signal(name), signal -> request("SIG" + name));
-                } catch (IllegalArgumentException e) {
-                    Log.debug("cannot handle SIG" + name + ": " + e.getMessage());
+                    handleSignal(name);
+                } catch (ReflectiveOperationException | RuntimeException e) {
+                    Throwable why = e instanceof InvocationTargetException ite ? ite.getCause() : e;
+                    Log.debug("cannot handle SIG" + name + ": " + why.getMessage());
                 }
             }
             // The fallback for a JVM that shuts down for any other reason (or where the signals
@@ -2881,6 +3019,24 @@ public class LogShip implements Callable<Integer> {
                     Thread.currentThread().interrupt();
                 }
             }, "logship-shutdown"));
+        }
+
+        /**
+         * sun.misc.Signal.handle(new Signal(name), signal -> request("SIG" + name)), reached through
+         * reflection: javac warns at every compile (so at every JBang first run) about code that names
+         * sun.misc.Signal, and the JDK has no public API to handle a signal.
+         */
+        private void handleSignal(String name) throws ReflectiveOperationException {
+            Class<?> signal = Class.forName("sun.misc.Signal");
+            Class<?> handler = Class.forName("sun.misc.SignalHandler");
+            MethodHandle request = MethodHandles.lookup()
+                    .findVirtual(Shutdown.class, "request", MethodType.methodType(void.class, String.class))
+                    .bindTo(this);
+            MethodHandle onSignal = MethodHandles.dropArguments(
+                    MethodHandles.insertArguments(request, 0, "SIG" + name), 0, signal);
+            signal.getMethod("handle", signal, handler).invoke(null,
+                    signal.getConstructor(String.class).newInstance(name),
+                    MethodHandleProxies.asInterfaceInstance(handler, onSignal));
         }
 
         /** The shipping loop has finished: nothing left for the shutdown hook to wait for. */
@@ -2954,6 +3110,7 @@ public class LogShip implements Callable<Integer> {
     /** The reason in an I/O error, as a user would say it ("permission denied", not a class name). */
     static String reason(Exception e) {
         if (e instanceof AccessDeniedException) return "permission denied";
+        if (e instanceof NoSuchFileException) return "no such file or directory";
         if (e instanceof FileSystemException fse && fse.getReason() != null) return fse.getReason();
         if (e instanceof FileAlreadyExistsException) return "a file is in the way";
         return e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();

@@ -136,7 +136,13 @@ public class LogShipTest {
                                 : org.junit.platform.engine.FilterResult.excluded("not selected");
                     }).build();
         }
-        launcher.execute(request, summary, progress);
+        org.junit.platform.launcher.TestPlan plan = launcher.discover(request);
+        if (plan.countTestIdentifiers(TestIdentifier::isTest) == 0) {
+            System.out.println("no group or test matches " + String.join(" ", only) + "; the groups are: "
+                    + String.join(", ", groups(launcher)));
+            System.exit(1);
+        }
+        launcher.execute(plan, summary, progress);
         TestExecutionSummary result = summary.getSummary();
         if (!result.getFailures().isEmpty()) {
             StringWriter details = new StringWriter();
@@ -147,6 +153,20 @@ public class LogShipTest {
         long skipped = result.getTestsSkippedCount() + result.getTestsAbortedCount();
         System.out.println(result.getTestsSucceededCount() + " passed, " + failed + " failed, " + skipped + " skipped");
         System.exit(failed == 0 && result.getTestsFoundCount() > 0 ? 0 : 1);
+    }
+
+    /** The nested groups, as a filter word would name them. */
+    private static List<String> groups(Launcher launcher) {
+        var plan = launcher.discover(LauncherDiscoveryRequestBuilder.request().selectors(selectClass(LogShipTest.class)).build());
+        List<String> groups = new ArrayList<>();
+        for (TestIdentifier engine : plan.getRoots()) {
+            for (TestIdentifier suite : plan.getChildren(engine)) {
+                for (TestIdentifier group : plan.getChildren(suite)) {
+                    if (group.isContainer()) groups.add(group.getDisplayName());
+                }
+            }
+        }
+        return groups;
     }
 
     private static String displayName(TestIdentifier id) {
@@ -473,6 +493,62 @@ public class LogShipTest {
                     }
                 })
                 .distinct().collect(Collectors.joining(File.pathSeparator));
+    }
+
+    /**
+     * A newcomer's machine: a fresh clone of this repository (what is committed, not the work tree)
+     * and an empty home, so JBang downloads and compiles from nothing.
+     */
+    static final class Newcomer {
+        final Path clone;
+        final Path home;
+
+        private Newcomer(Path clone, Path home) {
+            this.clone = clone;
+            this.home = home;
+        }
+
+        static Newcomer freshClone(Path dir) throws IOException {
+            Path repo = Path.of("").toAbsolutePath();
+            if (!Files.exists(repo.resolve(".git")) || !Files.isExecutable(repo.resolve("jbang"))) {
+                skipOrFailInCi("needs a git checkout of the repository, run from its root");
+            }
+            Newcomer newcomer = new Newcomer(dir.resolve("clone"), Files.createDirectories(dir.resolve("home")));
+            Shipped git = newcomer.run(repo, "git", "clone", "-q", repo.toString(), newcomer.clone.toString());
+            if (git.awaitExit() != 0) skipOrFailInCi("git clone failed: " + git.stderr());
+            return newcomer;
+        }
+
+        Shipped run(String... command) { return run(clone, command); }
+
+        /** Pastes a block into bash, which reads it line by line from stdin as from a terminal. */
+        Shipped paste(String block) throws IOException {
+            Shipped shell = run(clone, "bash");
+            try (var stdin = shell.process.getOutputStream()) {
+                stdin.write(block.getBytes(StandardCharsets.UTF_8));
+            }
+            return shell;
+        }
+
+        /** Whatever the test itself runs under (JBang's cache, LogShip's settings) stays out. */
+        private Shipped run(Path workDir, String... command) {
+            ProcessBuilder builder = new ProcessBuilder(command).directory(workDir.toFile());
+            builder.environment().keySet().removeIf(k -> k.startsWith("LOG_") || k.startsWith("JBANG_"));
+            builder.environment().put("HOME", home.toString());
+            try {
+                return new Shipped(builder.start(), true);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+
+        /** Lines on stderr that are neither JBang's progress, the launcher's download line nor LogShip's own. */
+        static List<String> strangers(String stderr) {
+            return stderr.lines().filter(l -> !l.startsWith("[jbang] ") && !l.startsWith("logship: ")
+                    && !l.equals("jbang launcher: downloading JBang " + JBANG_VERSION + " ...")).toList();
+        }
+
+        static final String JBANG_VERSION = "0.132.1";
     }
 
     /** Compares shipped lines with what must come out, reporting the first difference, not a 2 MB dump. */
@@ -861,14 +937,53 @@ public class LogShipTest {
         @Test
         void anInvalidRegexNamesTheSettingAndTheError() {
             LogShip.ConfigError e = assertThrows(LogShip.ConfigError.class,
-                    () -> settings(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FILE_PATTERN", "*.log")));
+                    () -> settings(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FILE_PATTERN", "app(.log")));
             assertTrue(e.getMessage().startsWith("LOG_FILE_PATTERN"), e.getMessage());
-            assertTrue(e.getMessage().contains("Dangling meta character"), e.getMessage());
+            assertTrue(e.getMessage().contains("Unclosed group"), e.getMessage());
+        }
+
+        @ParameterizedTest
+        @CsvSource(delimiter = '|', value = {"*.log|.+\\.log", "*access*.log|.*access.*\\.log", "?.log|.\\.log"})
+        void aGlobIsRefusedWithTheRegexItMeant(String glob, String regex) {
+            LogShip.ConfigError e = assertThrows(LogShip.ConfigError.class,
+                    () -> settings(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FILE_PATTERN", glob)));
+            assertTrue(e.getMessage().startsWith("LOG_FILE_PATTERN (--pattern) '" + glob + "'"), e.getMessage());
+            assertTrue(e.getMessage().contains("a regex is expected"), e.getMessage());
+            assertTrue(e.getMessage().contains("write " + regex), e.getMessage());
+            assertTrue(Pattern.compile(regex).matcher(glob.replace("*", "x").replace("?", "y")).matches(),
+                    "the suggested regex matches what the glob did");
+        }
+
+        @Test
+        void aPatternThatMatchesNothingSaysSoNamesFilesThatAreThereAndHowToWriteIt() {
+            for (String name : List.of("access.log", "error.log", "notes.txt")) append(dir.resolve(name), name + "\n");
+            Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FILE_PATTERN", ".log"), "--once");
+            assertEquals(0, run.awaitExit());
+            assertEquals("", run.stdout());
+            String warning = run.stderr().lines().filter(l -> l.contains("warn:")).findFirst().orElse("");
+            assertTrue(warning.contains("no file in " + dir + " matches '.log'"), run.stderr());
+            assertTrue(warning.contains("access.log") && warning.contains("notes.txt"), warning);
+            assertTrue(warning.contains("write .+\\.log"), warning);
+        }
+
+        @Test
+        void whileFollowingAPatternThatMatchesNothingIsWarnedAboutOnce() {
+            append(dir.resolve("app.log.1"), "rotated\n");
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "50ms",
+                    "LOG_LEVEL", "debug"))) {
+                run.awaitReady();
+                await("three rescans", () -> count(run.stderr(), "debug: no file in") >= 3);
+                assertEquals(1, count(run.stderr(), "warn: no file in " + dir + " matches '.+\\.log'"), run.stderr());
+                assertTrue(run.stderr().contains("app.log.1"), run.stderr());
+                append(dir.resolve("app.log"), "found\n");
+                run.awaitLineCount(1);
+                assertEquals(0, run.terminate());
+            }
         }
 
         @ParameterizedTest
         @CsvSource({"10,10000", "0.5,500", "500ms,500", "10s,10000", "2m,120000", "PT10S,10000", "1h,3600000",
-                "1.5s,1500", "' 7 ',7000"})
+                "1.5s,1500", "' 7 ',7000", "10ms,10", "0.05,50"})
         void intervalsAcceptSecondsUnitsAndIso8601(String text, long millis) throws Exception {
             assertEquals(Duration.ofMillis(millis),
                     settings(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", text)).interval());
@@ -880,6 +995,15 @@ public class LogShipTest {
             LogShip.ConfigError e = assertThrows(LogShip.ConfigError.class,
                     () -> settings(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", text)));
             assertTrue(e.getMessage().startsWith("LOG_SCAN_INTERVAL (--interval)"), e.getMessage());
+        }
+
+        @ParameterizedTest
+        @ValueSource(strings = {"0.0001", "1ms", "9ms", "PT0.005S"})
+        void anIntervalShorterThanTenMillisecondsIsRefusedWithTheReason(String text) {
+            LogShip.ConfigError e = assertThrows(LogShip.ConfigError.class,
+                    () -> settings(Map.of("LOG_DIRECTORY", dir.toString()), "-i", text));
+            assertTrue(e.getMessage().startsWith("LOG_SCAN_INTERVAL (--interval) must be at least 10ms"), e.getMessage());
+            assertTrue(e.getMessage().contains("'" + text + "'") && e.getMessage().contains("CPU"), e.getMessage());
         }
 
         @Test
@@ -937,14 +1061,61 @@ public class LogShipTest {
             }
         }
 
-        @Test
-        void anUnknownOptionIsAUsageError() {
+        /** What a command-line mistake printed, and its exit code. */
+        record Refusal(int code, String err) {}
+
+        Refusal refused(String... args) {
             StringWriter err = new StringWriter();
             int code = LogShip.commandLine(new LogShip(), Map.of("LOG_DIRECTORY", dir.toString()))
-                    .setErr(new PrintWriter(err)).execute("--colour=blue");
-            assertEquals(2, code);
-            assertTrue(err.toString().contains("Unknown option: '--colour=blue'"), err.toString());
-            assertTrue(err.toString().contains("Usage: logship"), err.toString());
+                    .setErr(new PrintWriter(err, true)).execute(args);
+            return new Refusal(code, err.toString());
+        }
+
+        @ParameterizedTest
+        @CsvSource(delimiter = '|', value = {
+            "--direcotry ws|unknown option '--direcotry'",
+            "--colour=blue|unknown option '--colour'",
+            "-x|unknown option '-x'",
+            "-d logs stray|unexpected argument 'stray'",
+            "-d a -d b|--directory is given more than once",
+            "--once --once|--once is given more than once",
+            "-d|--directory needs a value",
+            "-d logs --pattern|--pattern needs a value",
+            "--once=maybe|invalid value for option '--once'"})
+        void everyCommandLineMistakeIsOneLineEndingInTryHelp(String args, String sentence) {
+            Refusal r = refused(args.split(" "));
+            assertEquals(2, r.code(), r.err());
+            assertEquals(1, r.err().lines().count(), r.err());
+            assertTrue(r.err().startsWith("logship: " + sentence), r.err());
+            assertTrue(r.err().strip().endsWith(" (try --help)"), r.err());
+        }
+
+        @Test
+        void theGapInARenameRotationIsNotMistakenForAPatternThatMatchesNothing() throws IOException {
+            Path log = dir.resolve("app.log");
+            append(log, "before\n");
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "50ms",
+                    "LOG_LEVEL", "debug"))) {
+                run.awaitReady().awaitLineCount(1);
+                Files.move(log, dir.resolve("app.log.1"));
+                run.awaitStderr("app.log was renamed away or deleted");
+                assertFalse(run.stderr().contains("no file in"), run.stderr());
+                assertEquals(0, run.terminate());
+            }
+        }
+
+        @Test
+        void aPatternTheShellExpandedIsToldToBeQuoted() throws IOException {
+            Path file = Files.writeString(dir.resolve("error.log"), "");
+            String err = refused("-p", dir.resolve("access.log").toString(), file.toString()).err();
+            assertTrue(err.startsWith("logship: unexpected argument '" + file + "'"), err);
+            assertTrue(err.contains("quote a pattern: -p '.+\\.log'"), err);
+        }
+
+        @Test
+        void aMistypedOptionIsNamedOnceWithTheOptionItResembles() {
+            assertEquals("logship: unknown option '--direcotry'; did you mean --directory? (try --help)",
+                    refused("--direcotry", "ws").err().strip());
         }
     }
 
@@ -961,6 +1132,8 @@ public class LogShipTest {
         @CsvSource(delimiter = '|', value = {
             "LOG_FILE_PATTERN=([a-z]|LOG_FILE_PATTERN",
             "LOG_SCAN_INTERVAL=0|LOG_SCAN_INTERVAL",
+            "LOG_SCAN_INTERVAL=0.0001|LOG_SCAN_INTERVAL",
+            "LOG_FILE_PATTERN=*.log|LOG_FILE_PATTERN",
             "LOG_SCAN_INTERVAL=soon|LOG_SCAN_INTERVAL",
             "LOG_START_AT=end|LOG_START_AT",
             "LOG_MAX_LINE_BYTES=-1|LOG_MAX_LINE_BYTES",
@@ -973,6 +1146,7 @@ public class LogShipTest {
             String err = run.stderr().strip();
             assertEquals(1, err.lines().count(), err);
             assertTrue(err.startsWith("logship: " + setting), err);
+            assertFalse(err.contains("--help"), "an environment variable is not fixed by reading --help: " + err);
             assertNoStackTrace(err);
             assertEquals("", run.stdout());
         }
@@ -1042,11 +1216,11 @@ public class LogShipTest {
         }
 
         @Test
-        void anUnknownOptionExitsTwoWithUsage() {
-            Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString()), "--frobnicate");
+        void aMistypedOptionExitsTwoWithOneLineNamingIt() {
+            Shipped run = Shipped.start(Map.of(), "--direcotry", "ws");
             assertEquals(2, run.awaitExit());
-            assertTrue(run.stderr().contains("Unknown option: '--frobnicate'") && run.stderr().contains("Usage:"));
-            assertNoStackTrace(run.stderr());
+            assertEquals("logship: unknown option '--direcotry'; did you mean --directory? (try --help)\n", run.stderr());
+            assertEquals("", run.stdout());
         }
 
         @Test
@@ -1165,10 +1339,112 @@ public class LogShipTest {
         }
 
         @Test
+        void aDeletedWatchedDirectoryIsReportedWithAReason() throws IOException {
+            Path watched = Files.createDirectories(dir.resolve("l"));
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", watched.toString(), "LOG_SCAN_INTERVAL", "50ms"))) {
+                run.awaitReady();
+                Files.delete(watched);
+                run.awaitStderr("warn: the watched directory " + watched + " no longer exists");
+                assertFalse(run.stderr().contains(watched + ": " + watched), run.stderr());
+                assertEquals(0, run.terminate());
+            }
+        }
+
+        @Test
         void versionIsPrintedWithoutAManifest() {
             Shipped run = Shipped.start(Map.of(), "--version");
             assertEquals(0, run.awaitExit());
             assertTrue(run.stdout().startsWith("logship " + LogShip.VERSION), run.stdout());
+        }
+
+        @Test
+        void theSourceCompilesWithoutWarningsOrNotes() throws IOException {
+            javax.tools.JavaCompiler javac = javax.tools.ToolProvider.getSystemJavaCompiler();
+            Path source = Path.of("LogShip.java").toAbsolutePath();
+            org.junit.jupiter.api.Assumptions.assumeTrue(javac != null && Files.exists(source),
+                    "needs a JDK, run from the repository root");
+            var diagnostics = new javax.tools.DiagnosticCollector<javax.tools.JavaFileObject>();
+            try (var files = javac.getStandardFileManager(diagnostics, null, StandardCharsets.UTF_8)) {
+                boolean compiled = javac.getTask(null, files, diagnostics,
+                        List.of("-d", Files.createDirectories(dir.resolve("classes")).toString(),
+                                "-cp", System.getProperty("java.class.path")),
+                        null, files.getJavaFileObjects(source)).call();
+                List<String> said = diagnostics.getDiagnostics().stream().map(d -> d.getKind() + ": " + d).toList();
+                assertTrue(compiled, () -> String.join("\n", said));
+                assertEquals(List.of(), said, "JBang shows javac's warnings and notes on every first run");
+            }
+        }
+
+        @Test
+        void theLauncherAsksForJdk17WhenNoJavaIsFound() throws Exception {
+            Path launcher = Path.of("jbang").toAbsolutePath();
+            org.junit.jupiter.api.Assumptions.assumeTrue(Files.isExecutable(launcher) && Files.isExecutable(Path.of("/bin/bash")),
+                    "run from the repository root, where ./jbang lives");
+            Path nothing = Files.createDirectories(dir.resolve("empty-path"));
+            Shipped run = Shipped.launch(List.of("/bin/bash", launcher.toString(), "--version"),
+                    Map.of("PATH", nothing.toString(), "JAVA_HOME", "", "LOGSHIP_JBANG", "bundled"), true);
+            assertEquals(1, run.awaitExit(), run::stderr);
+            assertTrue(run.stderr().contains("install a JDK (17+)"), run.stderr());
+        }
+
+        @Test
+        void theTestRunnerSaysWhenAFilterMatchesNothingAndListsTheGroups() {
+            Shipped run = Shipped.launch(List.of(Shipped.javaBinary(), "-cp", System.getProperty("java.class.path"),
+                    "LogShipTest", "Nonesuch"), Map.of(), true);
+            assertNotEquals(0, run.awaitExit());
+            assertTrue(run.stdout().contains("no group or test matches Nonesuch"), run.stdout());
+            for (String group : List.of("Following", "Configuration", "ProcessContract", "Durability", "Packaging")) {
+                assertTrue(run.stdout().contains(group), run.stdout());
+            }
+        }
+
+        /**
+         * The README's "Try it" block, taken from the README's own text and pasted into bash as one
+         * block on a newcomer's machine. Then, with JBang's cache emptied, the first run compiles
+         * LogShip again: neither may print a compiler warning.
+         */
+        @Test
+        void theReadmeTryItBlockWorksPastedIntoAFreshCloneWithAnEmptyHome() throws Exception {
+            Newcomer newcomer = Newcomer.freshClone(dir);
+            String readme = Files.readString(newcomer.clone.resolve("README.md"));
+            Matcher block = Pattern.compile("(?ms)^## Try it$.*?^```sh\n(.*?)^```$.*?^```\n(.*?)^```$").matcher(readme);
+            assertTrue(block.find(), "README.md has a '## Try it' section with a sh block, then the output to expect");
+            Shipped pasted = newcomer.paste(block.group(1));
+            assertEquals(0, pasted.awaitExit(), pasted::stderr);
+            assertEquals("hello\n", pasted.stdout(), pasted.stderr());
+            assertEquals(List.of(), Newcomer.strangers(pasted.stderr()), pasted.stderr());
+            List<String> seen = concat(pasted.stderr().lines().toList(), pasted.stdout().lines().toList());
+            for (String promised : block.group(2).lines().toList()) {
+                String expected = promised.replace("/…/logs", newcomer.clone.resolve("logs").toString());
+                assertTrue(seen.contains(expected), "the README promises '" + promised + "'; got:\n" + String.join("\n", seen));
+            }
+            Shipped status = newcomer.run("git", "status", "--porcelain");
+            assertEquals(0, status.awaitExit());
+            assertEquals("", status.stdout(), "trying it leaves nothing for git to report");
+
+            deleteTree(newcomer.home.resolve(".jbang/cache"));
+            Shipped first = newcomer.run("./jbang", "LogShip.java", "--version");
+            assertEquals(0, first.awaitExit(), first::stderr);
+            assertTrue(first.stdout().startsWith("logship "), first.stdout());
+            assertTrue(first.stderr().contains("[jbang] Building jar"), "compiled again: " + first.stderr());
+            assertEquals(List.of(), Newcomer.strangers(first.stderr()), first.stderr());
+        }
+
+        @Test
+        void theReadmesFirstScreenServesTryingLearningAndOperating() throws IOException {
+            Path readme = Path.of("README.md");
+            org.junit.jupiter.api.Assumptions.assumeTrue(Files.exists(readme), "run from the repository root");
+            String all = Files.readString(readme);
+            String firstScreen = all.lines().limit(30).collect(Collectors.joining("\n"));
+            for (String needed : List.of("[Try it](#try-it)", "WORKSHOP.md", "kubectl logs -l app=nginx -c logshipper --prefix",
+                    "./jbang LogShipTest.java Packaging")) {
+                assertTrue(firstScreen.contains(needed), needed + " is missing from the first 30 lines");
+            }
+            List<String> order = List.of("## Try it", "## Options", "## Run it in Kubernetes",
+                    "## What \"each line once\" promises", "## Rotation, truncation and odd files");
+            List<Integer> at = order.stream().map(all::indexOf).toList();
+            assertFalse(at.contains(-1), () -> "sections " + order + " at " + at);
+            assertEquals(at.stream().sorted().toList(), at, "the simple before the deep: " + order);
         }
 
         @Test
@@ -1566,6 +1842,25 @@ public class LogShipTest {
         }
 
         @Test
+        void onceReportsAnUnreadableFileWithoutPromisingARetry() throws Exception {
+            Path shared = sharedTempDir();
+            try {
+                append(shared.resolve("open.log"), "open\n");
+                Path locked = shared.resolve("locked.log");
+                append(locked, "locked\n");
+                Files.setPosixFilePermissions(locked, java.nio.file.attribute.PosixFilePermissions.fromString("---------"));
+                Shipped run = AsUser.nobody(Map.of("LOG_DIRECTORY", shared.toString()), "--once");
+                assertEquals(0, run.awaitExit(), run::stderr);
+                assertEquals("open\n", run.stdout());
+                String warning = run.stderr().lines().filter(l -> l.contains("cannot read locked.log")).findFirst().orElse("");
+                assertTrue(warning.contains("permission denied"), run.stderr());
+                assertFalse(warning.contains("retry") || warning.contains("rescan"), warning);
+            } finally {
+                deleteTree(shared);
+            }
+        }
+
+        @Test
         void filesVanishingMidReadDoNotDisturbTheOthers() throws Exception {
             Path steady = dir.resolve("steady.log");
             try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_SCAN_INTERVAL", "50ms"))) {
@@ -1617,6 +1912,21 @@ public class LogShipTest {
             Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", logs().toString()), "--once");
             assertEquals(0, run.awaitExit());
             assertEquals(1, count(run.stderr(), "positions are kept in memory only"));
+        }
+
+        @Test
+        void onceWithAPositionsFileLeavesAnUnfinishedLastLineForTheNextRun() throws IOException {
+            Path log = logs().resolve("access.log");
+            append(log, "GET /a HTTP/1.1 200 12");
+            Shipped first = Shipped.start(env(), "--once");
+            assertEquals(0, first.awaitExit(), first::stderr);
+            assertEquals("", first.stdout(), "a line still being written is not torn");
+            assertTrue(first.stderr().contains("access.log ends in an unfinished line: it ships with the next run"),
+                    first.stderr());
+            append(log, "34 \"curl\"\nGET /b HTTP/1.1 404 0");
+            assertEquals("GET /a HTTP/1.1 200 1234 \"curl\"\n", shipOnce(env()));
+            append(log, "\n");
+            assertEquals("GET /b HTTP/1.1 404 0\n", shipOnce(env()));
         }
 
         @Test
@@ -1735,17 +2045,21 @@ public class LogShipTest {
             Path log = logs().resolve("app.log");
             List<String> shipped = new ArrayList<>();
             int written = 0;
+            long shippingNanos = 0;
             for (int round = 0; round < 3; round++) {
                 try (Shipped run = Shipped.start(env())) {
                     run.awaitReady();
+                    long appended = System.nanoTime();
                     append(log, numbered("line", written, written + 20_000));
                     written += 20_000;
                     run.awaitLineCount(shipped.isEmpty() ? 20_000 : 1);
                     run.process.destroyForcibly();
+                    shippingNanos += System.nanoTime() - appended;
                     run.awaitExit();
                     shipped.addAll(run.lines());
                 }
             }
+            int killedRunsShipped = shipped.size();
             try (Shipped last = Shipped.start(env())) {
                 last.awaitReady();
                 int expected = written;
@@ -1757,7 +2071,13 @@ public class LogShipTest {
             // At least once: all there. Duplicates: only re-shipped runs of lines, never reordered.
             List<String> distinctInOrder = shipped.stream().distinct().toList();
             assertLines(numberedLines("line", 0, written), distinctInOrder);
-            System.out.println("    (SIGKILL x3: " + (shipped.size() - written) + " duplicate lines of " + written + ")");
+            // In the README's terms: how much shipping time the duplicates are, against its "at most
+            // about one second's worth" per crash (the save interval).
+            int duplicates = shipped.size() - written;
+            double secondsWorth = duplicates / (killedRunsShipped / (shippingNanos / 1e9));
+            System.out.printf(Locale.ROOT, "    (SIGKILL x3: %d of %d lines shipped twice, about %.2f s' worth of shipping"
+                    + " in all; the README allows about 1 s' worth per crash, the save interval)%n",
+                    duplicates, written, secondsWorth);
         }
 
         @Test
