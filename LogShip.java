@@ -1,17 +1,21 @@
 ///usr/bin/env jbang "$0" "$@" ; exit $?
 //JAVA 17+
 //DEPS info.picocli:picocli:4.7.7
+//DEPS io.prometheus:prometheus-metrics-core:1.10.0
+//DEPS io.prometheus:prometheus-metrics-exporter-httpserver:1.10.0
 
 import java.io.BufferedOutputStream;
 import java.io.Closeable;
 import java.io.EOFException;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
+import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.math.BigDecimal;
+import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.charset.StandardCharsets;
@@ -33,6 +37,9 @@ import java.nio.file.WatchKey;
 import java.nio.file.WatchService;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.time.Duration;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
 import java.time.format.DateTimeParseException;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -47,16 +54,24 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.OptionalInt;
 import java.util.Queue;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.function.LongSupplier;
+import java.util.function.Supplier;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
@@ -65,6 +80,16 @@ import java.util.zip.CRC32C;
 import java.util.zip.GZIPInputStream;
 import java.util.zip.ZipException;
 
+import com.sun.net.httpserver.HttpHandler;
+import com.sun.net.httpserver.HttpServer;
+import io.prometheus.metrics.core.metrics.CounterWithCallback;
+import io.prometheus.metrics.core.metrics.Info;
+import io.prometheus.metrics.exporter.httpserver.MetricsHandler;
+import io.prometheus.metrics.model.registry.MultiCollector;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
+import io.prometheus.metrics.model.snapshots.GaugeSnapshot;
+import io.prometheus.metrics.model.snapshots.Labels;
+import io.prometheus.metrics.model.snapshots.MetricSnapshots;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.ArgSpec;
@@ -85,10 +110,12 @@ import picocli.CommandLine.Option;
  *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself
  *   Identity       FileKey (device+inode), Fingerprint (first KiB), Marker (bytes before the offset)
  *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
- *   Output         Sink: stdout; an offset moves only after stdout accepted the bytes before it
+ *   Output         Sink: stdout, raw or JSON; an offset moves only after stdout accepted the bytes before it
  *   Positions      the positions file: versioned rows, written by temp file, fsync, rename
  *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
  *   Shutdown       SIGTERM/SIGINT, the shutdown hook, the bounded drain
+ *   Observability  Metrics: what the loop publishes (counters, lag per file, heartbeat); Http: /metrics,
+ *                  /healthz and /readyz with --http-port, reading those snapshots only
  *   Diagnostics    Log: stderr only, one line each
  * </pre>
  * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Descriptors
@@ -122,6 +149,7 @@ public class LogShip implements Callable<Integer> {
     static final String DEFAULT_ROTATE_WAIT = "5s";
     static final String DEFAULT_FORGET_AFTER = "7d";
     static final String DEFAULT_FORMAT = "raw";
+    static final String DEFAULT_TIMESTAMP = "false";
     static final String DEFAULT_LOG_LEVEL = "info";
 
     @Option(names = {"-d", "--directory"}, descriptionKey = "LOG_DIRECTORY", paramLabel = "DIR",
@@ -179,10 +207,24 @@ public class LogShip implements Callable<Integer> {
     String forgetAfter;
 
     @Option(names = "--format", descriptionKey = "LOG_FORMAT", paramLabel = "raw|json", defaultValue = DEFAULT_FORMAT,
-            description = "raw: each line exactly as the file holds it. json: one object per line,"
-                    + " {\"file\":\"access.log\",\"line\":\"...\"}, so lines from several files can be told"
-                    + " apart (invalid UTF-8 becomes U+FFFD).%n  Env: LOG_FORMAT   Default: " + DEFAULT_FORMAT)
+            description = "raw: each line exactly as the file holds it. json: one object per line with"
+                    + " message, log.file.path, log.file.name, log.offset, log.truncated (cut lines only) and"
+                    + " k8s.pod.name, k8s.namespace.name, k8s.node.name, k8s.container.name from POD_NAME,"
+                    + " POD_NAMESPACE, NODE_NAME and CONTAINER_NAME when set (invalid UTF-8 becomes U+FFFD).%n"
+                    + "  Env: LOG_FORMAT   Default: " + DEFAULT_FORMAT)
     String format;
+
+    @Option(names = "--timestamp", descriptionKey = "LOG_TIMESTAMP", paramLabel = "true|false", arity = "0..1",
+            fallbackValue = "true", defaultValue = DEFAULT_TIMESTAMP,
+            description = "JSON only: add timestamp, the RFC 3339 UTC time the line was read (the node's log"
+                    + " agent already stamps every stdout line).%n  Env: LOG_TIMESTAMP   Default: " + DEFAULT_TIMESTAMP)
+    String timestamp;
+
+    @Option(names = "--http-port", descriptionKey = "LOG_HTTP_PORT", paramLabel = "PORT",
+            description = "Serve /metrics (Prometheus), /healthz (liveness) and /readyz (startup) on this port,"
+                    + " on all interfaces; 0 picks a free port and logs it. Unset: no HTTP server.%n"
+                    + "  Env: LOG_HTTP_PORT")
+    String httpPort;
 
     @Option(names = "--once",
             description = "Ship what the matching files hold now, then exit 0. A last line without a"
@@ -203,7 +245,20 @@ public class LogShip implements Callable<Integer> {
     /** The checked, typed form of the options. Building it is where every user mistake is caught. */
     record Settings(Path directory, Pattern pattern, Duration interval, StartAt startAt, int maxLineBytes,
                     Duration drainTimeout, Path stateFile, Duration rotateWait, Duration forgetAfter,
-                    Format format, boolean once, Level level) {}
+                    Format format, boolean timestamp, Map<String, String> resource, OptionalInt httpPort,
+                    boolean once, Level level) {}
+
+    /** The Downward API variables the JSON format reads (the constants' names), each with the key it writes. */
+    enum Resource {
+        POD_NAME("k8s.pod.name"), POD_NAMESPACE("k8s.namespace.name"), NODE_NAME("k8s.node.name"),
+        CONTAINER_NAME("k8s.container.name");
+
+        final String key;
+
+        Resource(String key) { this.key = key; }
+    }
+
+    enum Switch { TRUE, FALSE }
 
     enum StartAt { HEAD, TAIL }
 
@@ -224,7 +279,22 @@ public class LogShip implements Callable<Integer> {
                 stateFilePath(stateFile),
                 positiveDuration("LOG_ROTATE_WAIT (--rotate-wait)", rotateWait),
                 positiveDuration("LOG_FORGET_AFTER (--forget-after)", forgetAfter),
-                oneOf(Format.class, "LOG_FORMAT (--format)", format), once, level);
+                oneOf(Format.class, "LOG_FORMAT (--format)", format),
+                oneOf(Switch.class, "LOG_TIMESTAMP (--timestamp)", timestamp) == Switch.TRUE,
+                resource(env), httpPort(httpPort), once, level);
+    }
+
+    /** The environment the options were read from: the Downward API variables come from it too. */
+    Map<String, String> env = Map.of();
+
+    /** The JSON keys and values of the Downward API variables that are set; never an empty string. */
+    static Map<String, String> resource(Map<String, String> env) {
+        Map<String, String> fields = new LinkedHashMap<>();
+        for (Resource variable : Resource.values()) {
+            String value = env.get(variable.name());
+            if (value != null && !value.isEmpty()) fields.put(variable.key, value);
+        }
+        return fields;
     }
 
     /** The one parser for every choice setting: its constants, lower case, are the accepted words. */
@@ -316,6 +386,17 @@ public class LogShip implements Callable<Integer> {
                 + LARGEST_LINE_LIMIT + ", not '" + value + "'.");
     }
 
+    static OptionalInt httpPort(String value) throws ConfigError {
+        if (value == null || value.isBlank()) return OptionalInt.empty();
+        try {
+            int port = Integer.parseInt(value.trim());
+            if (port >= 0 && port <= 65535) return OptionalInt.of(port);
+        } catch (NumberFormatException e) {
+            // falls through to the one message below
+        }
+        throw new ConfigError("LOG_HTTP_PORT (--http-port) must be a port number from 0 to 65535, not '" + value + "'.");
+    }
+
     static Path stateFilePath(String value) throws ConfigError {
         if (value == null || value.isBlank()) return null;
         Path file = Path.of(value).toAbsolutePath().normalize();
@@ -363,6 +444,7 @@ public class LogShip implements Callable<Integer> {
     }
 
     static CommandLine commandLine(LogShip app, Map<String, String> env) {
+        app.env = env;
         CommandLine cli = new CommandLine(app).setDefaultValueProvider(new EnvDefaults(env));
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
             Log.error("stopped by an unexpected error: " + e);
@@ -381,16 +463,28 @@ public class LogShip implements Callable<Integer> {
             return 2;
         }
         Log.level = settings.level();
-        // The loop sleeps on the wakeup; the watcher and the signal handlers both ring it.
-        Wakeup wakeup = new Wakeup();
-        Shutdown shutdown = new Shutdown(settings.drainTimeout(), wakeup);
-        Sink sink = new Sink(new FileOutputStream(FileDescriptor.out), settings.format());
-        Shipper shipper = new Shipper(settings, sink, shutdown, wakeup, Positions.open(settings.stateFile()));
-        if (!settings.once()) shutdown.install();
+        // The loop publishes what it does to metrics; the HTTP server only reads them.
+        Metrics metrics = new Metrics();
+        Http http;
         try {
-            return shipper.run();
-        } finally {
-            shutdown.stopped();
+            http = Http.serve(settings, metrics);
+        } catch (ConfigError e) {
+            System.err.println("logship: " + e.getMessage());
+            return 2;
+        }
+        try (http) {
+            // The loop sleeps on the wakeup; the watcher and the signal handlers both ring it.
+            Wakeup wakeup = new Wakeup();
+            Shutdown shutdown = new Shutdown(settings.drainTimeout(), wakeup);
+            Sink sink = new Sink(new FileOutputStream(FileDescriptor.out), settings, metrics);
+            Shipper shipper = new Shipper(settings, sink, shutdown, wakeup, Positions.open(settings.stateFile()),
+                    metrics);
+            if (!settings.once()) shutdown.install();
+            try {
+                return shipper.run();
+            } finally {
+                shutdown.stopped();
+            }
         }
     }
 
@@ -412,19 +506,21 @@ public class LogShip implements Callable<Integer> {
         private final Tail.Shared shared;
         private final Archives archives;
         private final Ticker ticker;
+        private final Metrics metrics;
         private final Map<FileKey, Tail> tails = new LinkedHashMap<>();
         private boolean positionsDirty;
 
-        Shipper(Settings settings, Sink sink, Shutdown shutdown, Wakeup wakeup, Positions positions)
+        Shipper(Settings settings, Sink sink, Shutdown shutdown, Wakeup wakeup, Positions positions, Metrics metrics)
                 throws IOException {
             this.settings = settings;
             this.shutdown = shutdown;
             this.wakeup = wakeup;
             this.positions = positions;
-            this.scanner = new Scanner(settings.directory(), settings.pattern());
+            this.metrics = metrics;
+            this.scanner = new Scanner(settings.directory(), settings.pattern(), metrics);
             this.shared = new Tail.Shared(new LineReader(settings.maxLineBytes()), sink,
-                    Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes());
-            this.archives = new Archives(positions, shared);
+                    Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes(), metrics);
+            this.archives = new Archives(positions, shared, metrics);
             this.ticker = new Ticker(settings.interval());
         }
 
@@ -437,6 +533,7 @@ public class LogShip implements Callable<Integer> {
             }
             try {
                 if (settings.once()) {
+                    metrics.ready();
                     discoverAtStartup();
                     readUntilCaughtUp(tails.values(), NO_DEADLINE, true);
                     savePositions();
@@ -445,6 +542,7 @@ public class LogShip implements Callable<Integer> {
                 // Watch first, then scan: a file created in between is then seen by one or the other.
                 try (Watcher watcher = startWatcher()) {
                     discoverAtStartup();
+                    metrics.ready();
                     Log.info("ready: following " + tails.size() + " file(s)");
                     follow(watcher);
                 }
@@ -475,6 +573,7 @@ public class LogShip implements Callable<Integer> {
                     Thread.currentThread().interrupt();
                     return;
                 }
+                metrics.beat();
                 if (shutdown.requested()) return;
                 if (ticker.tickDue()) {
                     tick();
@@ -522,6 +621,7 @@ public class LogShip implements Callable<Integer> {
                 Tail tail = tails.get(file.key());
                 if (tail != null && tail.compressed && !tail.sameArchive(file)) {
                     // Archives do not grow: another archive got this inode (replaced by logrotate).
+                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
                     tail.close();
                     tails.remove(tail.key);
                     tail = null;
@@ -537,14 +637,17 @@ public class LogShip implements Callable<Integer> {
                 if (present.contains(tail.key) || tail.renamedAwayOrDeleted()) continue;
                 tail.lostItsName();
                 if (tail.compressed) {
+                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
                     tail.close();
                     it.remove();
                 } else if (!tail.stillReadable()) {
+                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
                     keepPosition(tail);
                     it.remove();
                 }
             }
             archives.forgetAllBut(present);
+            metrics.followOnly(tails.keySet());
         }
 
         /** A new file gets a tail that starts where its saved position (or --start-at) says. */
@@ -597,6 +700,7 @@ public class LogShip implements Callable<Integer> {
                 Tail tail = queue.poll();
                 if (!tails.containsKey(tail.key)) continue;
                 boolean moreToRead = tail.readTurn(shipTrailingPartials);
+                metrics.beat();
                 if (tail.takeCommitted()) positionsDirty = true;
                 if (moreToRead) queue.add(tail);
             }
@@ -610,9 +714,11 @@ public class LogShip implements Callable<Integer> {
                 Tail tail = it.next();
                 if (tail.goneAndQuietFor(quiet)) {
                     Log.debug("done with " + tail.name() + " (renamed away or deleted, and quiet)");
+                    metrics.unread(Metrics.Unread.UNFINISHED_LINE, tail.unreadBytes());
                     keepPosition(tail);
                     tail.close();
                     it.remove();
+                    metrics.followOnly(tails.keySet());
                 }
             }
         }
@@ -635,7 +741,9 @@ public class LogShip implements Callable<Integer> {
             try {
                 positions.save();
                 positionsDirty = false;
+                if (positions.persistent()) metrics.positionsSaves.incrementAndGet();
             } catch (IOException e) {
+                metrics.positionsSaveErrors.incrementAndGet();
                 Log.warnOnce("save", "cannot save positions: " + reason(e) + "; will retry");
             }
             ticker.saved();
@@ -712,11 +820,13 @@ public class LogShip implements Callable<Integer> {
         final Path directory;
         private final Path realDirectory;
         private final Pattern pattern;
+        private final Metrics metrics;
 
-        Scanner(Path directory, Pattern pattern) throws IOException {
+        Scanner(Path directory, Pattern pattern, Metrics metrics) throws IOException {
             this.directory = directory;
             this.realDirectory = directory.toRealPath();
             this.pattern = pattern;
+            this.metrics = metrics;
         }
 
         boolean matches(String name) { return pattern.matcher(name).matches(); }
@@ -757,28 +867,34 @@ public class LogShip implements Callable<Integer> {
                     try {
                         target = path.toRealPath();
                     } catch (NoSuchFileException e) {
-                        Log.warnOnce("dangling:" + name, "skipping " + name + ": the symlink points nowhere");
+                        skipped(Log.warnOnce("dangling:" + name, "skipping " + name + ": the symlink points nowhere"));
                         return null;
                     }
                     if (!realDirectory.equals(target.getParent())) {
-                        Log.warnOnce("outside:" + name, "skipping " + name + ": it is a symlink to " + target
-                                + ", which is outside the log directory");
+                        skipped(Log.warnOnce("outside:" + name, "skipping " + name + ": it is a symlink to " + target
+                                + ", which is outside the log directory"));
                         return null;
                     }
                     attrs = Files.readAttributes(target, BasicFileAttributes.class);
                 }
                 if (!attrs.isRegularFile()) {
-                    Log.warnOnce("irregular:" + name, "skipping " + name + ": it is "
-                            + (attrs.isDirectory() ? "a directory" : "not a regular file (FIFO, socket or device)"));
+                    skipped(Log.warnOnce("irregular:" + name, "skipping " + name + ": it is "
+                            + (attrs.isDirectory() ? "a directory" : "not a regular file (FIFO, socket or device)")));
                     return null;
                 }
                 return new ScannedFile(path, FileKey.of(path), attrs.size());
             } catch (NoSuchFileException e) {
                 return null; // vanished between listing and looking: nothing to ship
             } catch (IOException e) {
-                Log.warnOnce("inspect:" + name, "cannot inspect " + name + ": " + reason(e));
+                if (Log.warnOnce("inspect:" + name, "cannot inspect " + name + ": " + reason(e))) {
+                    metrics.fileError(Metrics.FileError.UNREADABLE);
+                }
                 return null;
             }
+        }
+
+        private void skipped(boolean warned) {
+            if (warned) metrics.fileError(Metrics.FileError.NOT_REGULAR);
         }
 
         /** Finds a file by identity under any name, matching or not: where did a closed file go? */
@@ -852,7 +968,7 @@ public class LogShip implements Callable<Integer> {
     static final class Tail {
         /** What every tail reads with; passed once, so a tail can own its reads without owning these. */
         record Shared(LineReader reader, Sink sink, Descriptors descriptors, Scanner scanner, Positions positions,
-                      int maxLineBytes) {}
+                      int maxLineBytes, Metrics metrics) {}
 
         final FileKey key;
         final boolean compressed;
@@ -866,6 +982,8 @@ public class LogShip implements Callable<Integer> {
         /** When its name stopped leading to it (renamed away or deleted); 0 while it still does. */
         private long goneSinceNanos;
         private long lastGrowthNanos = System.nanoTime();
+        /** The file's size when last looked at (of an archive, its decompressed length). */
+        private long size;
         private long cutLines;
         private boolean committed;
         // Compressed files only: the decompressed stream positioned at the offset, whether all of it
@@ -897,11 +1015,13 @@ public class LogShip implements Callable<Integer> {
             if (channel == null) return null;
             try {
                 tail.at = tail.startingPoint(channel, startAtEnd);
+                tail.size = file.size();
+                tail.sample();
                 Log.debug("following " + tail.name() + " from byte " + tail.at.offset());
                 tail.idle(); // thousands of files at startup must not hold thousands of descriptors
                 return tail;
             } catch (IOException e) {
-                Log.warnOnce("read:" + tail.name(), "cannot read " + tail.name() + ": " + reason(e) + "; will retry");
+                tail.unreadable(e, "; will retry");
                 tail.close();
                 return null;
             }
@@ -952,8 +1072,16 @@ public class LogShip implements Callable<Integer> {
         /** Its name no longer leads to it: renamed away or deleted. */
         void lostItsName() {
             goneSinceNanos = System.nanoTime();
-            if (!compressed) Log.debug(name() + " was renamed away or deleted; reading it to its end");
+            if (compressed) return;
+            Log.debug(name() + " was renamed away or deleted; reading it to its end");
+            shared.metrics().filesRotated.incrementAndGet();
+            // Its lines name the file they come from: the rotated name, if it still has one.
+            Path now = shared.scanner().locate(key);
+            if (now != null) path = now;
         }
+
+        /** Bytes seen in the file that were never shipped (an unfinished last line, at least). */
+        long unreadBytes() { return Math.max(0, size - at.offset()); }
 
         /** Can it still be read to its end: through its open handle, or under the name it has now? */
         boolean stillReadable() { return channel != null || reopenElsewhere(); }
@@ -999,7 +1127,7 @@ public class LogShip implements Callable<Integer> {
             } catch (StdoutFailed e) {
                 throw e;
             } catch (IOException e) {
-                Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + "; will retry");
+                unreadable(e, "; will retry");
                 close();
                 return false;
             }
@@ -1008,13 +1136,18 @@ public class LogShip implements Callable<Integer> {
         private boolean readPlainTurn(boolean shipTrailingPartial) throws IOException {
             FileChannel file = channel != null ? channel : reopen();
             if (file == null) return false;
-            long size = file.size();
+            long seen = size;
+            size = file.size();
             // The marker is checked even when the size is unchanged: a file truncated and rewritten to
             // exactly its old length would otherwise pass for unchanged until it grew again.
             if (size < at.offset() || !at.marker().stillBefore(file, at.offset())) {
                 Log.warn(name() + " was truncated; reading it again from the start");
+                shared.metrics().filesRotated.incrementAndGet();
+                // What was seen but not yet shipped is gone (more may have been, unseen).
+                shared.metrics().unread(Metrics.Unread.TRUNCATED, seen - at.offset());
                 at = Checkpoint.START;
             }
+            sample();
             if (size <= at.offset()) {
                 idle();
                 return false;
@@ -1023,6 +1156,7 @@ public class LogShip implements Callable<Integer> {
             Progress progress = shared.reader().read((into, position) -> file.read(ByteBuffer.wrap(into), position),
                     from, at.skippingLongLine(), Shipper.TURN_BYTES, shipTrailingPartial, origin(), shared.sink());
             commit(progress);
+            sample();
             at = at.withMarker(Marker.before(file, at.offset()));
             // Retake the fingerprint while reading the file's first KiB: it may have been rewritten at
             // offset 0 (nothing shipped, so no marker to notice), and a short one is widened.
@@ -1043,6 +1177,7 @@ public class LogShip implements Callable<Integer> {
             Progress progress = shared.reader().read((into, position) -> in.readNBytes(into, 0, into.length),
                     at.offset(), at.skippingLongLine(), Shipper.TURN_BYTES, true, origin(), shared.sink());
             commit(progress);
+            sample();
             if (progress.moreToRead()) return true;
             finished = true;
             close();
@@ -1067,11 +1202,22 @@ public class LogShip implements Callable<Integer> {
         void resumeArchiveAt(long offset, boolean skippingLongLine, long contentLength) {
             at = at.advancedTo(offset, skippingLongLine);
             finished = offset >= contentLength;
+            size = contentLength;
+            sample();
         }
 
         private Sink.Origin origin() {
-            if (origin == null || !origin.fileName().equals(name())) origin = shared.sink().originOf(name());
+            if (origin == null || !origin.path().equals(path)) origin = shared.sink().originOf(path);
             return origin;
+        }
+
+        /** Size and offset for the lag gauges, taken together. */
+        private void sample() { shared.metrics().sample(key, name(), size, at.offset()); }
+
+        private void unreadable(IOException e, String outlook) {
+            if (Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + outlook)) {
+                shared.metrics().fileError(Metrics.FileError.UNREADABLE);
+            }
         }
 
         /** Caught up with the file: give its descriptor back if we hold too many. */
@@ -1088,8 +1234,7 @@ public class LogShip implements Callable<Integer> {
             } catch (NoSuchFileException e) {
                 return null;
             } catch (IOException e) {
-                Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e)
-                        + "; will retry at each rescan");
+                unreadable(e, "; will retry at each rescan");
                 return null;
             }
         }
@@ -1205,10 +1350,12 @@ public class LogShip implements Callable<Integer> {
         private final Tail.Shared shared;
         /** .gz files still being written or found corrupt, with the size at which we last looked. */
         private final Map<FileKey, Long> onHold = new HashMap<>();
+        private final Metrics metrics;
 
-        Archives(Positions positions, Tail.Shared shared) {
+        Archives(Positions positions, Tail.Shared shared, Metrics metrics) {
             this.positions = positions;
             this.shared = shared;
+            this.metrics = metrics;
         }
 
         /** A tail for a complete archive, or null while it must wait (or is corrupt). */
@@ -1219,7 +1366,9 @@ public class LogShip implements Callable<Integer> {
             try {
                 check = ArchiveCheck.of(file.path());
             } catch (IOException e) {
-                Log.warnOnce("read:" + file.path(), "cannot read " + file.path().getFileName() + ": " + reason(e));
+                if (Log.warnOnce("read:" + file.path(), "cannot read " + file.path().getFileName() + ": " + reason(e))) {
+                    metrics.fileError(Metrics.FileError.UNREADABLE);
+                }
                 return null;
             }
             String name = file.path().getFileName().toString();
@@ -1229,8 +1378,11 @@ public class LogShip implements Callable<Integer> {
                 return null;
             }
             if (check instanceof ArchiveCheck.Corrupt corrupt) {
-                Log.warnOnce("corrupt:" + file.key() + ":" + file.size(), "skipping " + name
-                        + ": not a valid gzip file (" + corrupt.why() + ")");
+                if (Log.warnOnce("corrupt:" + file.key() + ":" + file.size(), "skipping " + name
+                        + ": not a valid gzip file (" + corrupt.why() + ")")) {
+                    metrics.fileError(Metrics.FileError.CORRUPT_ARCHIVE);
+                    metrics.unread(Metrics.Unread.CORRUPT_ARCHIVE, file.size());
+                }
                 onHold.put(file.key(), file.size());
                 return null;
             }
@@ -1518,8 +1670,9 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
+        /** Ships the line collected so far; {@code committed} is still where it started. */
         private void ship(boolean wasCut) throws StdoutFailed {
-            sink.line(origin, line, 0, lineLength);
+            sink.line(origin, line, 0, lineLength, committed, wasCut);
             lines++;
             if (wasCut) cut++;
             lineLength = 0;
@@ -1554,40 +1707,97 @@ public class LogShip implements Callable<Integer> {
      */
     static final class Sink {
         /** The file lines come from, with what the format writes for it prepared once. */
-        record Origin(String fileName, byte[] jsonPrefix) {}
+        record Origin(Path path, byte[] jsonFields) {}
 
-        private static final byte[] JSON_END = "\"}\n".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_START = "{\"message\":\"".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_OFFSET = "\",\"log.offset\":".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_TRUNCATED = ",\"log.truncated\":true".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_TIMESTAMP = ",\"timestamp\":\"".getBytes(StandardCharsets.US_ASCII);
+        private static final DateTimeFormatter RFC_3339 =
+                DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'", Locale.ROOT).withZone(ZoneOffset.UTC);
+        private static final char[] HEX = "0123456789abcdef".toCharArray();
         private final OutputStream out;
         private final Format format;
+        private final boolean timestamp;
+        /** The k8s.* fields, the same for every line: written once here and copied into each origin. */
+        private final String resourceFields;
+        private final Metrics metrics;
         long lines;
+        private long bytes;
+        private long cut;
+        // The timestamp is formatted again only when the millisecond changed.
+        private long stampMillis = -1;
+        private byte[] stamp;
 
-        Sink(OutputStream out, Format format) {
-            this.out = new BufferedOutputStream(out, 64 * 1024);
-            this.format = format;
+        Sink(OutputStream out, Settings settings, Metrics metrics) {
+            this.out = new BufferedOutputStream(new Watched(out, metrics), 64 * 1024);
+            this.format = settings.format();
+            this.timestamp = settings.timestamp();
+            this.metrics = metrics;
+            StringBuilder fields = new StringBuilder();
+            settings.resource().forEach((key, value) -> fields.append(",\"").append(key).append("\":\"")
+                    .append(jsonEscape(value)).append('"'));
+            this.resourceFields = fields.toString();
         }
 
-        Origin originOf(String fileName) {
-            byte[] prefix = format == Format.JSON
-                    ? ("{\"file\":\"" + jsonEscape(fileName) + "\",\"line\":\"").getBytes(StandardCharsets.UTF_8)
+        Origin originOf(Path path) {
+            byte[] fields = format == Format.JSON
+                    ? (",\"log.file.path\":\"" + jsonEscape(path.toString()) + "\",\"log.file.name\":\""
+                            + jsonEscape(path.getFileName().toString()) + "\"" + resourceFields + "}\n")
+                            .getBytes(StandardCharsets.UTF_8)
                     : new byte[0];
-            return new Origin(fileName, prefix);
+            return new Origin(path, fields);
         }
 
-        void line(Origin origin, byte[] bytes, int offset, int length) throws StdoutFailed {
+        /** One line that starts at {@code start} in its file (in a .gz, in the decompressed stream). */
+        void line(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut) throws StdoutFailed {
             try {
                 if (format == Format.RAW) {
-                    out.write(bytes, offset, length);
+                    out.write(text, offset, length);
                     out.write('\n');
+                    bytes += length + 1;
                 } else {
-                    out.write(origin.jsonPrefix());
-                    out.write(jsonEscape(new String(bytes, offset, length, StandardCharsets.UTF_8))
-                            .getBytes(StandardCharsets.UTF_8));
-                    out.write(JSON_END);
+                    bytes += writeJson(origin, text, offset, length, start, wasCut);
                 }
             } catch (IOException e) {
                 throw new StdoutFailed(e);
             }
             lines++;
+            if (wasCut) cut++;
+        }
+
+        private int writeJson(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut)
+                throws IOException {
+            byte[] message = jsonEscape(new String(text, offset, length, StandardCharsets.UTF_8))
+                    .getBytes(StandardCharsets.UTF_8);
+            byte[] at = Long.toString(start).getBytes(StandardCharsets.US_ASCII);
+            out.write(JSON_START);
+            out.write(message);
+            out.write(JSON_OFFSET);
+            out.write(at);
+            int written = JSON_START.length + message.length + JSON_OFFSET.length + at.length;
+            if (wasCut) {
+                out.write(JSON_TRUNCATED);
+                written += JSON_TRUNCATED.length;
+            }
+            if (timestamp) {
+                byte[] now = stamp();
+                out.write(JSON_TIMESTAMP);
+                out.write(now);
+                out.write('"');
+                written += JSON_TIMESTAMP.length + now.length + 1;
+            }
+            out.write(origin.jsonFields());
+            return written + origin.jsonFields().length;
+        }
+
+        private byte[] stamp() {
+            long now = System.currentTimeMillis();
+            if (now != stampMillis) {
+                stampMillis = now;
+                stamp = RFC_3339.format(Instant.ofEpochMilli(now)).getBytes(StandardCharsets.US_ASCII);
+            }
+            return stamp;
         }
 
         /** RFC 8259 string escaping; the decoder has already turned invalid UTF-8 into U+FFFD. */
@@ -1602,7 +1812,7 @@ public class LogShip implements Callable<Integer> {
                     case '\r' -> escaped.append("\\r");
                     case '\t' -> escaped.append("\\t");
                     default -> {
-                        if (c < 0x20) escaped.append(String.format("\\u%04x", (int) c));
+                        if (c < 0x20) escaped.append("\\u00").append(HEX[c >> 4]).append(HEX[c & 0xf]);
                         else escaped.append(c);
                     }
                 }
@@ -1610,11 +1820,47 @@ public class LogShip implements Callable<Integer> {
             return escaped.toString();
         }
 
+        /** Stdout accepted everything so far: only now do the shipped counters move. */
         void flush() throws StdoutFailed {
             try {
                 out.flush();
             } catch (IOException e) {
                 throw new StdoutFailed(e);
+            }
+            metrics.shipped(lines, bytes, cut);
+        }
+
+        /**
+         * Tells the health check that the loop is inside a write to stdout: blocked there (nobody
+         * reads the pipe, the node's agent is slow) it is lagging, not stalled, and must not be
+         * restarted for it. Sits under the buffer, so it runs once per 64 KiB, not per line.
+         */
+        private static final class Watched extends FilterOutputStream {
+            private final Metrics metrics;
+
+            Watched(OutputStream out, Metrics metrics) {
+                super(out);
+                this.metrics = metrics;
+            }
+
+            @Override
+            public void write(byte[] b, int off, int len) throws IOException {
+                metrics.writing(true);
+                try {
+                    out.write(b, off, len);
+                } finally {
+                    metrics.writing(false);
+                }
+            }
+
+            @Override
+            public void flush() throws IOException {
+                metrics.writing(true);
+                try {
+                    out.flush();
+                } finally {
+                    metrics.writing(false);
+                }
             }
         }
     }
@@ -2020,6 +2266,241 @@ public class LogShip implements Callable<Integer> {
     }
 
     // =============================================================================================
+    // Observability: what the loop publishes (Metrics) and the HTTP server that reads it (Http).
+    // =============================================================================================
+
+    /**
+     * What the loop tells the outside world. The loop writes volatile and atomic fields here and never
+     * waits for a reader; the HTTP handlers only read them, so a slow scraper cannot slow shipping.
+     * Free of the Prometheus client, which is loaded only with --http-port.
+     */
+    static final class Metrics {
+        /** Why bytes could not be shipped: the reason label of logship_bytes_unread_total. */
+        enum Unread { TRUNCATED, DELETED, UNFINISHED_LINE, CORRUPT_ARCHIVE }
+
+        /** The reason label of logship_file_errors_total: file problems reported on stderr. */
+        enum FileError { UNREADABLE, NOT_REGULAR, CORRUPT_ARCHIVE }
+
+        /** One file's size and offset, sampled at the same moment: size - offset is its lag. */
+        record FileSample(String name, long size, long offset) {}
+
+        // Written by the Sink after each flush: what stdout has accepted, never more.
+        private volatile long linesShipped;
+        private volatile long bytesShipped;
+        private volatile long linesTruncated;
+        final AtomicLong filesRotated = new AtomicLong();
+        final AtomicLong filesRemoved = new AtomicLong();
+        final AtomicLong positionsSaves = new AtomicLong();
+        final AtomicLong positionsSaveErrors = new AtomicLong();
+        private final AtomicLongArray unread = new AtomicLongArray(Unread.values().length);
+        private final AtomicLongArray fileErrors = new AtomicLongArray(FileError.values().length);
+        private final Map<FileKey, FileSample> files = new ConcurrentHashMap<>();
+        private volatile long heartbeatNanos = System.nanoTime();
+        private volatile boolean writing;
+        private volatile boolean ready;
+
+        void shipped(long lines, long bytes, long truncated) {
+            linesShipped = lines;
+            bytesShipped = bytes;
+            linesTruncated = truncated;
+        }
+
+        void unread(Unread why, long bytes) {
+            if (bytes > 0) unread.addAndGet(why.ordinal(), bytes);
+        }
+
+        void fileError(FileError kind) { fileErrors.incrementAndGet(kind.ordinal()); }
+
+        /** A file grown past what was read (the reader got ahead of its size) has no lag. */
+        void sample(FileKey key, String name, long size, long offset) {
+            files.put(key, new FileSample(name, Math.max(size, offset), offset));
+        }
+
+        /** Files no longer followed lose their series. */
+        void followOnly(Set<FileKey> followed) { files.keySet().retainAll(followed); }
+
+        /** The loop is alive: called each time round and after each turn on a file. */
+        void beat() { heartbeatNanos = System.nanoTime(); }
+
+        /** Around each write to stdout; leaving one is a heartbeat, however long it was blocked. */
+        void writing(boolean now) {
+            if (!now) heartbeatNanos = System.nanoTime();
+            writing = now;
+        }
+
+        /** The directory is watched and positions are loaded. */
+        void ready() { ready = true; }
+
+        // ------------------------------------------------------------------------ read by Http
+
+        boolean isReady() { return ready; }
+
+        /** Alive if it beat recently, or if it is inside a write to stdout: that is lag, not a stall. */
+        boolean aliveWithin(Duration limit) {
+            return writing || System.nanoTime() - heartbeatNanos <= limit.toNanos();
+        }
+
+        Duration sinceHeartbeat() { return Duration.ofNanos(System.nanoTime() - heartbeatNanos); }
+
+        long linesShipped() { return linesShipped; }
+
+        long bytesShipped() { return bytesShipped; }
+
+        long linesTruncated() { return linesTruncated; }
+
+        long unread(Unread why) { return unread.get(why.ordinal()); }
+
+        long fileErrors(FileError kind) { return fileErrors.get(kind.ordinal()); }
+
+        /**
+         * The samples by file name. Two files can share a name for a while (a deleted file still being
+         * read and its successor): their sizes and offsets add up, so the lag stays right.
+         */
+        Map<String, FileSample> filesByName() {
+            Map<String, FileSample> byName = new TreeMap<>();
+            for (FileSample f : files.values()) {
+                byName.merge(f.name(), f, (a, b) -> new FileSample(a.name(), a.size() + b.size(), a.offset() + b.offset()));
+            }
+            return byName;
+        }
+
+        int filesFollowed() { return files.size(); }
+    }
+
+    /**
+     * /metrics, /healthz and /readyz on one port of all interfaces (the kubelet probes the pod's IP).
+     * /metrics uses the Prometheus client's handler on a JDK server of our own, because the client's
+     * own server adds a health endpoint that always answers 200. Handlers only read Metrics.
+     */
+    static final class Http implements AutoCloseable {
+        /** Liveness never fails sooner than this: a GC pause or a slow disk is not a stalled loop. */
+        static final Duration SHORTEST_STALL = Duration.ofSeconds(60);
+        private final HttpServer server;
+        private final ExecutorService handlers;
+
+        Http(int port, Metrics metrics, Duration stallLimit) throws IOException {
+            server = HttpServer.create(new InetSocketAddress(port), 0);
+            server.createContext("/metrics", new MetricsHandler(registry(metrics)));
+            server.createContext("/healthz", probe("/healthz", () -> metrics.aliveWithin(stallLimit) ? null
+                    : "the shipping loop has not moved for " + metrics.sinceHeartbeat().toSeconds() + "s"));
+            server.createContext("/readyz", probe("/readyz", () -> metrics.isReady() ? null
+                    : "not watching the directory yet"));
+            // Two threads, so a slow scraper does not hold up the kubelet's probes.
+            handlers = Executors.newFixedThreadPool(2, task -> {
+                Thread thread = new Thread(task, "logship-http");
+                thread.setDaemon(true);
+                return thread;
+            });
+            server.setExecutor(handlers);
+            server.start();
+        }
+
+        /** Null without --http-port; a port that cannot be bound is a setting to fix. */
+        static Http serve(Settings settings, Metrics metrics) throws ConfigError {
+            if (settings.httpPort().isEmpty()) return null;
+            int port = settings.httpPort().getAsInt();
+            try {
+                Http http = new Http(port, metrics, stallLimit(settings.interval()));
+                Log.info("serving /metrics, /healthz and /readyz on port " + http.port());
+                return http;
+            } catch (IOException e) {
+                throw new ConfigError("LOG_HTTP_PORT (--http-port) " + port + " cannot be used: " + reason(e) + ".");
+            }
+        }
+
+        /** The loop wakes at least once an interval, so three missed wakeups mean it is stuck. */
+        static Duration stallLimit(Duration interval) {
+            Duration threeIntervals = interval.multipliedBy(3);
+            return threeIntervals.compareTo(SHORTEST_STALL) > 0 ? threeIntervals : SHORTEST_STALL;
+        }
+
+        int port() { return server.getAddress().getPort(); }
+
+        /** 200 while {@code problem} says null, else 503 with what it says. */
+        private static HttpHandler probe(String path, Supplier<String> problem) {
+            return exchange -> {
+                try (exchange) {
+                    String why = exchange.getRequestURI().getPath().equals(path) ? problem.get() : "not found";
+                    int status = why == null ? 200 : why.equals("not found") ? 404 : 503;
+                    byte[] body = ((why == null ? "ok" : why) + "\n").getBytes(StandardCharsets.UTF_8);
+                    exchange.getResponseHeaders().set("Content-Type", "text/plain; charset=utf-8");
+                    exchange.sendResponseHeaders(status, body.length);
+                    exchange.getResponseBody().write(body);
+                }
+            };
+        }
+
+        /** The contract's metrics, each a view on Metrics: the client keeps no state of its own. */
+        static PrometheusRegistry registry(Metrics m) {
+            PrometheusRegistry registry = new PrometheusRegistry();
+            counter(registry, "logship_lines_shipped_total", "Lines stdout has accepted.", m::linesShipped);
+            counter(registry, "logship_bytes_shipped_total", "Bytes stdout has accepted, newlines included.",
+                    m::bytesShipped);
+            counter(registry, "logship_lines_truncated_total",
+                    "Lines longer than --max-line-bytes, shipped cut at that length.", m::linesTruncated);
+            CounterWithCallback.builder().name("logship_bytes_unread_total")
+                    .help("Bytes that could not be shipped: truncated or deleted before they were read, an"
+                            + " unfinished last line of a file no longer followed, a corrupt archive (its size).")
+                    .labelNames("reason")
+                    .callback(c -> {
+                        for (Metrics.Unread why : Metrics.Unread.values()) c.call(m.unread(why), label(why));
+                    }).register(registry);
+            counter(registry, "logship_files_rotated_total",
+                    "Files renamed away, deleted or truncated in place while followed.", m.filesRotated::get);
+            counter(registry, "logship_files_removed_total", "Files deleted by LogShip.", m.filesRemoved::get);
+            CounterWithCallback.builder().name("logship_file_errors_total")
+                    .help("File problems reported on stderr: unreadable files, entries that are not regular"
+                            + " files, corrupt archives.")
+                    .labelNames("reason")
+                    .callback(c -> {
+                        for (Metrics.FileError kind : Metrics.FileError.values()) c.call(m.fileErrors(kind), label(kind));
+                    }).register(registry);
+            counter(registry, "logship_positions_saves_total", "Positions file saves.", m.positionsSaves::get);
+            counter(registry, "logship_positions_save_errors_total", "Positions file saves that failed.",
+                    m.positionsSaveErrors::get);
+            Info.builder().name("logship_build_info").help("The running LogShip.").labelNames("version")
+                    .register(registry).addLabelValues(VERSION);
+            registry.register(new FileGauges(m));
+            return registry;
+        }
+
+        private static void counter(PrometheusRegistry registry, String name, String help, LongSupplier value) {
+            CounterWithCallback.builder().name(name).help(help).callback(c -> c.call(value.getAsLong()))
+                    .register(registry);
+        }
+
+        private static String label(Enum<?> constant) { return constant.name().toLowerCase(Locale.ROOT); }
+
+        /** Size and offset of each file from one and the same sample, so a scrape never sees a torn pair. */
+        record FileGauges(Metrics metrics) implements MultiCollector {
+            @Override
+            public MetricSnapshots collect() {
+                Map<String, Metrics.FileSample> files = metrics.filesByName();
+                GaugeSnapshot.Builder size = GaugeSnapshot.builder().name("logship_file_size_bytes")
+                        .help("Size of each followed file (of a .gz, its decompressed content) when last sampled.");
+                GaugeSnapshot.Builder offset = GaugeSnapshot.builder().name("logship_file_offset_bytes")
+                        .help("Bytes of each followed file read and accepted by stdout, sampled with its size.");
+                files.forEach((name, f) -> {
+                    Labels file = Labels.of("file", name);
+                    size.dataPoint(GaugeSnapshot.GaugeDataPointSnapshot.builder().labels(file).value(f.size()).build());
+                    offset.dataPoint(GaugeSnapshot.GaugeDataPointSnapshot.builder().labels(file).value(f.offset()).build());
+                });
+                GaugeSnapshot open = GaugeSnapshot.builder().name("logship_files_open")
+                        .help("Files being followed.")
+                        .dataPoint(GaugeSnapshot.GaugeDataPointSnapshot.builder().value(metrics.filesFollowed()).build())
+                        .build();
+                return new MetricSnapshots(size.build(), offset.build(), open);
+            }
+        }
+
+        @Override
+        public void close() {
+            server.stop(0);
+            handlers.shutdownNow();
+        }
+    }
+
+    // =============================================================================================
     // Diagnostics: stderr only, one line each.
     // =============================================================================================
 
@@ -2034,9 +2515,14 @@ public class LogShip implements Callable<Integer> {
         static void warn(String msg) { emit(Level.WARN, msg); }
         static void error(String msg) { emit(Level.ERROR, msg); }
 
-        /** Warns the first time a key is seen, then only at debug, so a bad file cannot flood stderr. */
-        static void warnOnce(String key, String msg) {
-            if (warnedOnce.add(key)) warn(msg); else debug(msg);
+        /**
+         * Warns the first time a key is seen, then only at debug, so a bad file cannot flood stderr.
+         * True when it warned: a new problem, which the metrics count too.
+         */
+        static boolean warnOnce(String key, String msg) {
+            boolean first = warnedOnce.add(key);
+            if (first) warn(msg); else debug(msg);
+            return first;
         }
 
         static void forget(String key) { warnedOnce.remove(key); }

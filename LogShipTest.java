@@ -16,6 +16,8 @@ import static org.junit.platform.engine.discovery.DiscoverySelectors.selectClass
 
 import static org.junit.jupiter.api.Assertions.assertDoesNotThrow;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import io.kubernetes.client.custom.Quantity;
 import io.kubernetes.client.openapi.models.V1ConfigMap;
@@ -215,17 +217,22 @@ public class LogShipTest {
     /** The shipper in-process, with stdout captured, driven one poll at a time by the test. */
     static final class InProcess {
         final ByteArrayOutputStream stdout = new ByteArrayOutputStream();
+        final LogShip.Metrics metrics = new LogShip.Metrics();
         final LogShip.Shipper shipper;
 
         InProcess(Path dir, String... args) throws Exception {
+            this(dir, Map.of(), args);
+        }
+
+        InProcess(Path dir, Map<String, String> env, String... args) throws Exception {
             List<String> all = new ArrayList<>(List.of("-d", dir.toString(), "--log-level",
                     System.getProperty("logship.verbose") != null ? "debug" : "error"));
             all.addAll(List.of(args));
-            LogShip.Settings s = settings(Map.of(), all.toArray(String[]::new));
+            LogShip.Settings s = settings(env, all.toArray(String[]::new));
             LogShip.Log.level = s.level();
             LogShip.Wakeup wakeup = new LogShip.Wakeup();
-            shipper = new LogShip.Shipper(s, new LogShip.Sink(stdout, s.format()),
-                    new LogShip.Shutdown(s.drainTimeout(), wakeup), wakeup, LogShip.Positions.open(s.stateFile()));
+            shipper = new LogShip.Shipper(s, new LogShip.Sink(stdout, s, metrics),
+                    new LogShip.Shutdown(s.drainTimeout(), wakeup), wakeup, LogShip.Positions.open(s.stateFile()), metrics);
         }
 
         InProcess start() {
@@ -382,6 +389,23 @@ public class LogShipTest {
         @Override
         public void close() {
             process.destroyForcibly();
+        }
+    }
+
+    /**
+     * One JSON object, checked by a strict parser: no leniency (unescaped control characters, single
+     * quotes, bare words all fail) and nothing after the object.
+     */
+    static JsonObject strictJson(String line) {
+        try {
+            com.google.gson.stream.JsonReader reader = new com.google.gson.stream.JsonReader(new java.io.StringReader(line));
+            reader.setStrictness(com.google.gson.Strictness.STRICT);
+            JsonElement parsed = new com.google.gson.Gson().getAdapter(JsonElement.class).read(reader);
+            assertEquals(com.google.gson.stream.JsonToken.END_DOCUMENT, reader.peek(), "more after the object");
+            assertTrue(parsed.isJsonObject(), "not an object");
+            return parsed.getAsJsonObject();
+        } catch (IOException | RuntimeException e) {
+            throw new AssertionError("not one strict JSON object (" + e.getMessage() + "): " + abbreviate(line), e);
         }
     }
 
@@ -669,8 +693,66 @@ public class LogShipTest {
             append(dir.resolve("error.log"), new byte[] {'q', '"', '\\', '\t', 1, (byte) 0xff, 'x', '\r', '\n'});
             InProcess shipper = new InProcess(dir, "--format", "json").start();
             List<String> out = shipper.poll().lines().sorted().toList();
-            assertEquals(List.of("{\"file\":\"access.log\",\"line\":\"GET / 200\"}",
-                    "{\"file\":\"error.log\",\"line\":\"q\\\"\\\\\\t\\u0001\ufffdx\\r\"}"), out);
+            assertEquals(List.of("{\"message\":\"GET / 200\",\"log.offset\":0,\"log.file.path\":\"" + dir.resolve("access.log")
+                            + "\",\"log.file.name\":\"access.log\"}",
+                    "{\"message\":\"q\\\"\\\\\\t\\u0001\ufffdx\\r\",\"log.offset\":0,\"log.file.path\":\"" + dir.resolve("error.log")
+                            + "\",\"log.file.name\":\"error.log\"}"), out);
+        }
+
+        @Test
+        void jsonOffsetsAreWhereEachLineStartsAndOnlyCutLinesSayTruncated() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, "first\n" + "x".repeat(40) + "\nthird\n");
+            InProcess shipper = new InProcess(dir, "--format", "json", "--max-line-bytes", "16").start();
+            List<JsonObject> lines = shipper.poll().lines().map(LogShipTest::strictJson).toList();
+            assertEquals(List.of(0L, 6L, 47L), lines.stream().map(j -> j.get("log.offset").getAsLong()).toList());
+            assertEquals(List.of("first", "x".repeat(16), "third"), lines.stream().map(j -> j.get("message").getAsString()).toList());
+            assertEquals(List.of(false, true, false), lines.stream().map(j -> j.has("log.truncated")).toList());
+            assertTrue(lines.get(1).get("log.truncated").getAsBoolean());
+        }
+
+        @Test
+        void jsonOffsetsInAnArchiveCountDecompressedBytes() throws Exception {
+            gzip(dir.resolve("old.log.gz"), "one\ntwo\nthree\n");
+            InProcess shipper = new InProcess(dir, "--format", "json", "--pattern", ".+\\.log(\\.gz)?").start();
+            List<JsonObject> lines = shipper.poll().lines().map(LogShipTest::strictJson).toList();
+            assertEquals(List.of(0L, 4L, 8L), lines.stream().map(j -> j.get("log.offset").getAsLong()).toList());
+            assertEquals(dir.resolve("old.log.gz").toString(), lines.get(0).get("log.file.path").getAsString());
+        }
+
+        @Test
+        void jsonNamesThePodFromTheDownwardApiAndTheRotatedFileByItsNewName() throws Exception {
+            Path log = dir.resolve("access.log");
+            append(log, "before\n");
+            InProcess shipper = new InProcess(dir, Map.of("POD_NAME", "web-1", "POD_NAMESPACE", "shop",
+                    "NODE_NAME", "node-a", "CONTAINER_NAME", "nginx"), "--format", "json").start();
+            JsonObject first = strictJson(shipper.poll().strip());
+            assertEquals("web-1", first.get("k8s.pod.name").getAsString());
+            assertEquals("shop", first.get("k8s.namespace.name").getAsString());
+            assertEquals("node-a", first.get("k8s.node.name").getAsString());
+            assertEquals("nginx", first.get("k8s.container.name").getAsString());
+            assertFalse(first.has("timestamp"), "timestamp only with --timestamp");
+            // Rotated away while LogShip holds it open: its last lines carry the name it has now.
+            Path rotated = dir.resolve("access.log.1");
+            Files.move(log, rotated);
+            append(rotated, "after\n");
+            JsonObject late = strictJson(shipper.poll().strip());
+            assertEquals("after", late.get("message").getAsString());
+            assertEquals(rotated.toString(), late.get("log.file.path").getAsString());
+            assertEquals("access.log.1", late.get("log.file.name").getAsString());
+        }
+
+        @Test
+        void timestampIsTheUtcTimeTheLineWasRead() throws Exception {
+            append(dir.resolve("app.log"), "now\n");
+            InProcess shipper = new InProcess(dir, "--format", "json", "--timestamp").start();
+            java.time.Instant before = java.time.Instant.now().truncatedTo(java.time.temporal.ChronoUnit.MILLIS);
+            JsonObject line = strictJson(shipper.poll().strip());
+            java.time.Instant after = java.time.Instant.now();
+            String stamp = line.get("timestamp").getAsString();
+            assertTrue(stamp.matches("\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z"), stamp);
+            java.time.Instant read = java.time.Instant.parse(stamp);
+            assertFalse(read.isBefore(before) || read.isAfter(after), stamp);
         }
 
         @Test
@@ -704,6 +786,10 @@ public class LogShipTest {
             assertEquals(null, s.stateFile());
             assertFalse(s.once());
             assertEquals(LogShip.Level.INFO, s.level());
+            assertEquals(LogShip.Format.RAW, s.format());
+            assertFalse(s.timestamp());
+            assertTrue(s.httpPort().isEmpty(), "no HTTP server unless asked for");
+            assertEquals(Map.of(), s.resource());
         }
 
         @Test
@@ -713,6 +799,8 @@ public class LogShipTest {
                     "LOG_DRAIN_TIMEOUT", "30s", "LOG_STATE_FILE", dir.resolve("state/pos").toString(),
                     "LOG_LEVEL", "error", "LOG_ROTATE_WAIT", "1s", "LOG_FORGET_AFTER", "1h"));
             env.put("LOG_FORMAT", "json");
+            env.put("LOG_TIMESTAMP", "true");
+            env.put("LOG_HTTP_PORT", "9464");
             LogShip.Settings s = settings(env);
             assertEquals("app-.*\\.txt", s.pattern().pattern());
             assertEquals(Duration.ofMinutes(2), s.interval());
@@ -724,6 +812,31 @@ public class LogShipTest {
             assertEquals(Duration.ofSeconds(1), s.rotateWait());
             assertEquals(Duration.ofHours(1), s.forgetAfter());
             assertEquals(LogShip.Format.JSON, s.format());
+            assertTrue(s.timestamp());
+            assertEquals(9464, s.httpPort().getAsInt());
+        }
+
+        @Test
+        void theDownwardApiVariablesNameThePodOnlyWhenSetAndNotEmpty() throws Exception {
+            LogShip.Settings s = settings(Map.of("LOG_DIRECTORY", dir.toString(), "POD_NAME", "web-7d9f",
+                    "POD_NAMESPACE", "shop", "NODE_NAME", "", "CONTAINER_NAME", "nginx"));
+            assertEquals(Map.of("k8s.pod.name", "web-7d9f", "k8s.namespace.name", "shop", "k8s.container.name", "nginx"),
+                    s.resource());
+        }
+
+        @Test
+        void timestampIsAFlagThatTheEnvironmentCanAlsoTurnOnOrOff() throws Exception {
+            assertTrue(settings(Map.of(), "-d", dir.toString(), "--timestamp").timestamp());
+            assertTrue(settings(Map.of("LOG_TIMESTAMP", "TRUE"), "-d", dir.toString()).timestamp());
+            assertFalse(settings(Map.of("LOG_TIMESTAMP", "false"), "-d", dir.toString()).timestamp());
+            assertTrue(settings(Map.of("LOG_TIMESTAMP", "false"), "-d", dir.toString(), "--timestamp=true").timestamp());
+        }
+
+        @Test
+        void livenessToleratesThreeIntervalsAndNeverLessThanAMinute() {
+            assertEquals(Duration.ofSeconds(60), LogShip.Http.stallLimit(Duration.ofSeconds(10)));
+            assertEquals(Duration.ofSeconds(60), LogShip.Http.stallLimit(Duration.ofMillis(500)));
+            assertEquals(Duration.ofMinutes(6), LogShip.Http.stallLimit(Duration.ofMinutes(2)));
         }
 
         @Test
@@ -842,7 +955,8 @@ public class LogShipTest {
             LogShip.commandLine(new LogShip(), Map.of()).setOut(new PrintWriter(help)).execute("--help");
             for (String env : List.of("LOG_DIRECTORY", "LOG_FILE_PATTERN", "LOG_SCAN_INTERVAL", "LOG_START_AT",
                     "LOG_MAX_LINE_BYTES", "LOG_DRAIN_TIMEOUT", "LOG_STATE_FILE", "LOG_LEVEL", "LOG_FORMAT",
-                    "LOG_ROTATE_WAIT", "LOG_FORGET_AFTER")) {
+                    "LOG_ROTATE_WAIT", "LOG_FORGET_AFTER", "LOG_TIMESTAMP", "LOG_HTTP_PORT", "POD_NAME", "POD_NAMESPACE",
+                    "NODE_NAME", "CONTAINER_NAME")) {
                 assertTrue(help.toString().contains(env), env + " missing from --help");
             }
         }
@@ -875,7 +989,10 @@ public class LogShipTest {
             "LOG_START_AT=end|LOG_START_AT",
             "LOG_MAX_LINE_BYTES=-1|LOG_MAX_LINE_BYTES",
             "LOG_DRAIN_TIMEOUT=-5s|LOG_DRAIN_TIMEOUT",
-            "LOG_FORMAT=xml|LOG_FORMAT"})
+            "LOG_FORMAT=xml|LOG_FORMAT",
+            "LOG_TIMESTAMP=sometimes|LOG_TIMESTAMP",
+            "LOG_HTTP_PORT=65536|LOG_HTTP_PORT",
+            "LOG_HTTP_PORT=metrics|LOG_HTTP_PORT"})
         void badSettingsExitTwoWithOneSentenceNamingThem(String assignment, String setting) {
             String[] kv = assignment.split("=", 2);
             Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), kv[0], kv[1]));
@@ -885,6 +1002,19 @@ public class LogShipTest {
             assertTrue(err.startsWith("logship: " + setting), err);
             assertNoStackTrace(err);
             assertEquals("", run.stdout());
+        }
+
+        @Test
+        void anHttpPortInUseExitsTwoNamingTheSetting() throws IOException {
+            try (ServerSocket taken = new ServerSocket(0)) {
+                Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(),
+                        "LOG_HTTP_PORT", Integer.toString(taken.getLocalPort())));
+                assertEquals(2, run.awaitExit());
+                String err = run.stderr().strip();
+                assertTrue(err.startsWith("logship: LOG_HTTP_PORT (--http-port) " + taken.getLocalPort()), err);
+                assertEquals(1, err.lines().count(), err);
+                assertNoStackTrace(err);
+            }
         }
 
         @Test
