@@ -39,6 +39,7 @@ import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Optional;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.stream.Stream;
@@ -406,6 +407,83 @@ public class LogShipTest {
             return parsed.getAsJsonObject();
         } catch (IOException | RuntimeException e) {
             throw new AssertionError("not one strict JSON object (" + e.getMessage() + "): " + abbreviate(line), e);
+        }
+    }
+
+    /**
+     * The loop as production runs it (following, in a thread of its own) with its HTTP server, in this
+     * JVM, so a test can stall the loop or hold its stdout. Stopped by interrupting the loop.
+     */
+    static final class Live implements AutoCloseable {
+        final LogShip.Metrics metrics = new LogShip.Metrics();
+        final LogShip.Http http;
+        final LogShip.Positions positions;
+        private final Thread loop;
+
+        Live(Path dir, java.io.OutputStream stdout, Duration stallLimit, String... args) throws Exception {
+            List<String> all = new ArrayList<>(List.of("-d", dir.toString(), "--log-level", "error"));
+            all.addAll(List.of(args));
+            LogShip.Settings s = settings(Map.of(), all.toArray(String[]::new));
+            LogShip.Log.level = s.level();
+            http = new LogShip.Http(0, metrics, stallLimit);
+            positions = LogShip.Positions.open(s.stateFile());
+            LogShip.Wakeup wakeup = new LogShip.Wakeup();
+            LogShip.Shipper shipper = new LogShip.Shipper(s, new LogShip.Sink(stdout, s, metrics),
+                    new LogShip.Shutdown(s.drainTimeout(), wakeup), wakeup, positions, metrics);
+            loop = new Thread(shipper::run, "logship-test-loop");
+            loop.setDaemon(true);
+        }
+
+        Live start() {
+            loop.start();
+            return this;
+        }
+
+        int status(String path) { return get(http.port(), path).statusCode(); }
+
+        Map<String, Double> scrape() { return LogShipTest.scrape(http.port()); }
+
+        @Override
+        public void close() throws InterruptedException {
+            loop.interrupt();
+            loop.join(PATIENCE.toMillis());
+            http.close();
+        }
+    }
+
+    static java.net.http.HttpResponse<String> get(int port, String pathAndQuery) {
+        try {
+            return java.net.http.HttpClient.newHttpClient().send(
+                    java.net.http.HttpRequest.newBuilder(java.net.URI.create("http://127.0.0.1:" + port + pathAndQuery))
+                            .timeout(Duration.ofSeconds(20)).build(),
+                    java.net.http.HttpResponse.BodyHandlers.ofString());
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        } catch (InterruptedException e) {
+            throw new AssertionError(e);
+        }
+    }
+
+    /** /metrics as series to value, each series as the exposition writes it: name{label="value"}. */
+    static Map<String, Double> scrape(int port) {
+        java.net.http.HttpResponse<String> response = get(port, "/metrics");
+        assertEquals(200, response.statusCode());
+        Map<String, Double> series = new TreeMap<>();
+        for (String line : response.body().split("\n")) {
+            if (line.isEmpty() || line.startsWith("#")) continue;
+            int space = line.lastIndexOf(' ');
+            series.put(line.substring(0, space), Double.parseDouble(line.substring(space + 1)));
+        }
+        return series;
+    }
+
+    static void mkfifo(Path path) throws Exception {
+        assertEquals(0, new ProcessBuilder("mkfifo", path.toString()).inheritIO().start().waitFor());
+    }
+
+    static int freePort() throws IOException {
+        try (ServerSocket socket = new ServerSocket(0)) {
+            return socket.getLocalPort();
         }
     }
 
@@ -2168,6 +2246,241 @@ public class LogShipTest {
                 int from = replaying ? 0 : Math.max(0, trace.size() - 25);
                 return "\n  history (" + (replaying ? "all" : "last 25") + " steps): " + String.join("; ", trace.subList(from, trace.size()));
             }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Observability: metrics that show lag and loss, probes that mean something
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class Observability {
+        /** Short, so a stall shows within seconds; production's is max(3 x interval, 60 s). */
+        static final Duration STALL = Duration.ofSeconds(2);
+
+        @TempDir
+        Path dir;
+
+        @Test
+        void aRealPrometheusSeesEveryLineShippedAndTheLagReachZero() throws Exception {
+            Path prometheus = Path.of("/usr/bin/prometheus");
+            if (!Files.isExecutable(prometheus)) skipOrFailInCi("needs Prometheus (Debian package prometheus)");
+            Path logs = Files.createDirectories(dir.resolve("logs"));
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", logs.toString(), "LOG_HTTP_PORT", "0",
+                    "LOG_FORMAT", "json", "LOG_SCAN_INTERVAL", "1s"))) {
+                run.awaitReady();
+                Matcher port = Pattern.compile("on port (\\d+)").matcher(run.stderr());
+                assertTrue(port.find(), run.stderr());
+                int web = freePort();
+                Path config = dir.resolve("prometheus.yml");
+                Files.writeString(config, "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+                        + "  - job_name: logship\n    static_configs:\n      - targets: ['127.0.0.1:" + port.group(1) + "']\n");
+                Path log = dir.resolve("prometheus.out");
+                Process server = new ProcessBuilder(prometheus.toString(), "--config.file=" + config,
+                        "--storage.tsdb.path=" + dir.resolve("data"), "--web.listen-address=127.0.0.1:" + web)
+                        .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+                try {
+                    await("Prometheus to scrape LogShip", PATIENCE, () -> promQuery(web, "up{job=\"logship\"}") == 1.0,
+                            () -> "; Prometheus said:\n" + tail(readQuietly(log)));
+                    int total = 0;
+                    for (int burst = 0; burst < 5; burst++) {
+                        append(logs.resolve("access.log"), numbered("GET /" + burst + "/", 0, 1000));
+                        append(logs.resolve("error.log"), numbered("oops " + burst + " ", 0, 200));
+                        total += 1200;
+                    }
+                    int n = total;
+                    await("Prometheus to count every line", PATIENCE, () -> promQuery(web, "logship_lines_shipped_total") == n,
+                            () -> "; stdout has " + run.lines().size());
+                    await("Prometheus to see the lag reach 0", PATIENCE,
+                            () -> promQuery(web, "count(logship_file_offset_bytes)") == 2.0
+                                    && promQuery(web, "sum(logship_file_size_bytes - logship_file_offset_bytes)") == 0.0,
+                            () -> "");
+                    assertEquals(Files.size(logs.resolve("access.log")),
+                            promQuery(web, "logship_file_offset_bytes{file=\"access.log\"}"));
+                    assertEquals(n, run.lines().size());
+                } finally {
+                    server.destroy();
+                    server.waitFor(PATIENCE.toSeconds(), TimeUnit.SECONDS);
+                }
+            }
+        }
+
+        @Test
+        void promtoolAcceptsTheExpositionWithEveryMetricOfTheContract() throws Exception {
+            Path promtool = Path.of("/usr/bin/promtool");
+            if (!Files.isExecutable(promtool)) skipOrFailInCi("needs promtool (Debian package prometheus)");
+            // File names become label values: quotes, backslashes and newlines must be escaped.
+            for (String name : List.of("access.log", "we\"ird\\name.log", "new\nline.log", "ünï cödé.log")) {
+                append(dir.resolve(name), "a line\n");
+            }
+            try (Live live = new Live(dir, java.io.OutputStream.nullOutputStream(), STALL).start()) {
+                await("every file to be sampled", () -> live.scrape().get("logship_files_open") == 4.0);
+                String exposition = get(live.http.port(), "/metrics").body();
+                Process check = new ProcessBuilder(promtool.toString(), "check", "metrics").redirectErrorStream(true).start();
+                check.getOutputStream().write(exposition.getBytes(StandardCharsets.UTF_8));
+                check.getOutputStream().close();
+                String verdict = new String(check.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+                assertEquals(0, check.waitFor(), verdict + "\n" + exposition);
+                assertEquals("", verdict.strip(), exposition);
+                for (String metric : List.of("logship_lines_shipped_total", "logship_bytes_shipped_total",
+                        "logship_file_size_bytes", "logship_file_offset_bytes", "logship_lines_truncated_total",
+                        "logship_bytes_unread_total", "logship_files_open", "logship_files_rotated_total",
+                        "logship_files_removed_total", "logship_file_errors_total", "logship_positions_saves_total",
+                        "logship_positions_save_errors_total", "logship_build_info")) {
+                    assertTrue(exposition.contains("\n# TYPE " + metric + " "), metric + " missing:\n" + exposition);
+                }
+                assertTrue(exposition.contains("logship_file_size_bytes{file=\"we\\\"ird\\\\name.log\"} 7"), exposition);
+                assertTrue(exposition.contains("logship_file_size_bytes{file=\"new\\nline.log\"} 7"), exposition);
+                assertTrue(exposition.contains("logship_build_info{version=\"" + LogShip.VERSION + "\"} 1"), exposition);
+            }
+        }
+
+        @Test
+        void countersShowWhatWasShippedCutLostAndRotated() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, "a\n0123456789abcdef\nunfin");
+            InProcess shipper = new InProcess(dir, "--max-line-bytes", "8", "--rotate-wait", "1ms",
+                    "--state", dir.resolve("state/positions").toString(), "--pattern", ".+\\.log(\\.gz)?").start();
+            try (LogShip.Http http = new LogShip.Http(0, shipper.metrics, STALL)) {
+                shipper.poll();
+                Map<String, Double> m = scrape(http.port());
+                assertEquals(2.0, m.get("logship_lines_shipped_total"));
+                assertEquals(1.0, m.get("logship_lines_truncated_total"));
+                assertEquals(2.0 + 9.0, m.get("logship_bytes_shipped_total"), "a, the cut line's 8 bytes, newlines");
+                assertEquals(24.0, m.get("logship_file_size_bytes{file=\"app.log\"}"));
+                assertEquals(19.0, m.get("logship_file_offset_bytes{file=\"app.log\"}"), "the unfinished line waits");
+
+                // copytruncate loses the unfinished line: counted, with the rotation.
+                Files.write(log, new byte[0]);
+                append(log, "new\n");
+                shipper.poll();
+                m = scrape(http.port());
+                assertEquals(1.0, m.get("logship_files_rotated_total"));
+                assertEquals(5.0, m.get("logship_bytes_unread_total{reason=\"truncated\"}"));
+                assertEquals(3.0, m.get("logship_lines_shipped_total"));
+
+                // Renamed away: still read, then let go once quiet, and its series go with it.
+                Files.move(log, dir.resolve("app.log.1"));
+                append(dir.resolve("app.log.1"), "late\n");
+                shipper.poll();
+                m = scrape(http.port());
+                assertEquals(2.0, m.get("logship_files_rotated_total"));
+                assertEquals(4.0, m.get("logship_lines_shipped_total"));
+                await("the rotated file to be let go", () -> {
+                    try {
+                        shipper.poll();
+                    } catch (IOException e) {
+                        throw new UncheckedIOException(e);
+                    }
+                    return scrape(http.port()).get("logship_files_open") == 0.0;
+                });
+                m = scrape(http.port());
+                assertFalse(m.keySet().stream().anyMatch(k -> k.startsWith("logship_file_size_bytes{")), m.toString());
+                assertFalse(m.keySet().stream().anyMatch(k -> k.startsWith("logship_file_offset_bytes{")), m.toString());
+
+                // Problems reported on stderr are counted by kind, once each.
+                mkfifo(dir.resolve("pipe.log"));
+                append(dir.resolve("bad.log.gz"), "not gzip at all");
+                shipper.poll();
+                shipper.poll();
+                m = scrape(http.port());
+                assertEquals(1.0, m.get("logship_file_errors_total{reason=\"not_regular\"}"));
+                assertEquals(1.0, m.get("logship_file_errors_total{reason=\"corrupt_archive\"}"));
+                assertEquals(15.0, m.get("logship_bytes_unread_total{reason=\"corrupt_archive\"}"));
+
+                shipper.shipper.savePositions();
+                assertEquals(1.0, scrape(http.port()).get("logship_positions_saves_total"));
+                // A directory where the temp file goes: the save fails, and is counted.
+                Files.createDirectories(dir.resolve("state/positions.tmp"));
+                shipper.shipper.savePositions();
+                m = scrape(http.port());
+                assertEquals(1.0, m.get("logship_positions_saves_total"));
+                assertEquals(1.0, m.get("logship_positions_save_errors_total"));
+            }
+        }
+
+        @Test
+        void readyzAnswersOnceTheDirectoryIsWatchedAndPositionsAreLoaded() throws Exception {
+            try (Live live = new Live(dir, java.io.OutputStream.nullOutputStream(), STALL)) {
+                assertEquals(503, live.status("/readyz"), "the loop has not started");
+                live.start();
+                await("/readyz to answer 200", () -> live.status("/readyz") == 200);
+                assertEquals(404, live.status("/readyz/other"));
+            }
+        }
+
+        @Test
+        void healthzFailsWhileTheLoopIsStalledAndRecoversAfter() throws Exception {
+            Path state = dir.resolve("state/positions");
+            Path logs = Files.createDirectories(dir.resolve("logs"));
+            try (Live live = new Live(logs, java.io.OutputStream.nullOutputStream(), STALL, "-i", "0.1",
+                    "--state", state.toString()).start()) {
+                await("the loop to be ready and alive", () -> live.status("/readyz") == 200 && live.status("/healthz") == 200);
+                // The next save opens its temp file for writing: a FIFO nobody reads holds the loop
+                // there, as a hung network file system would.
+                Path temp = live.positions.tempFile();
+                mkfifo(temp);
+                append(logs.resolve("app.log"), "a line makes a save due\n");
+                await("/healthz to report the stall", () -> live.status("/healthz") == 503);
+                // Open the other end (the blocked open returns), and take the FIFO away for the next save.
+                try (InputStream reader = Files.newInputStream(temp)) {
+                    Files.delete(temp);
+                    reader.readAllBytes();
+                }
+                await("/healthz to recover", () -> live.status("/healthz") == 200);
+                await("positions to be saved again", () -> live.scrape().get("logship_positions_saves_total") >= 1.0);
+            }
+        }
+
+        @Test
+        void aLoopBlockedWritingToStdoutIsLaggingNotDead() throws Exception {
+            CountDownLatch writing = new CountDownLatch(1);
+            CountDownLatch release = new CountDownLatch(1);
+            java.io.OutputStream stuck = new java.io.OutputStream() {
+                @Override
+                public void write(int b) throws IOException {
+                    write(new byte[] {(byte) b}, 0, 1);
+                }
+
+                @Override
+                public void write(byte[] b, int off, int len) throws IOException {
+                    writing.countDown();
+                    try {
+                        release.await();
+                    } catch (InterruptedException e) {
+                        throw new java.io.InterruptedIOException();
+                    }
+                }
+            };
+            try (Live live = new Live(dir, stuck, STALL).start()) {
+                await("ready", () -> live.status("/readyz") == 200);
+                append(dir.resolve("app.log"), "nobody reads stdout\n");
+                assertTrue(writing.await(PATIENCE.toSeconds(), TimeUnit.SECONDS));
+                await("the heartbeat to be older than the stall limit",
+                        () -> live.metrics.sinceHeartbeat().compareTo(STALL) > 0);
+                assertEquals(200, live.status("/healthz"), "blocked on stdout is lag, not a stall");
+                Map<String, Double> m = live.scrape();
+                assertEquals(20.0, m.get("logship_file_size_bytes{file=\"app.log\"}"));
+                assertEquals(0.0, m.get("logship_file_offset_bytes{file=\"app.log\"}"), "the lag is what shows");
+                assertEquals(0.0, m.get("logship_lines_shipped_total"));
+                release.countDown();
+                await("the lag to close", () -> live.scrape().get("logship_file_offset_bytes{file=\"app.log\"}") == 20.0);
+            }
+        }
+
+        /** The query's one value now, or NaN (no answer yet, or not exactly one series). */
+        private double promQuery(int port, String query) {
+            java.net.http.HttpResponse<String> response;
+            try {
+                response = get(port, "/api/v1/query?query=" + java.net.URLEncoder.encode(query, StandardCharsets.UTF_8));
+            } catch (UncheckedIOException e) {
+                return Double.NaN; // still starting
+            }
+            if (response.statusCode() != 200) return Double.NaN;
+            com.google.gson.JsonArray result = strictJson(response.body()).getAsJsonObject("data").getAsJsonArray("result");
+            return result.size() == 1
+                    ? Double.parseDouble(result.get(0).getAsJsonObject().getAsJsonArray("value").get(1).getAsString())
+                    : Double.NaN;
         }
     }
 
