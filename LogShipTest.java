@@ -9,6 +9,7 @@
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
@@ -2495,6 +2496,9 @@ public class LogShipTest {
         static final String SIDECAR = "logshipper";
         final Path repo = repoRoot();
 
+        @TempDir
+        Path tmp;
+
         // ---------------------------------------------------------- manifest
 
         @Test
@@ -2593,11 +2597,82 @@ public class LogShipTest {
             assertNotNull(r.getRequests().get("memory"));
             Quantity limit = r.getLimits().get("memory");
             assertNotNull(limit, "the sidecar needs a memory limit");
-            assertTrue(limit.getNumber().longValue() <= 64L << 20, "measured for 64Mi: " + limit.toSuffixedString());
+            // The one memory budget: the README's measured peak, plus 25 %.
+            Matcher peak = Pattern.compile("peak RSS with metrics on[^|]*\\|\\s*(\\d+) MiB").matcher(Files.readString(repo.resolve("README.md")));
+            assertTrue(peak.find(), "README.md must state the measured peak RSS with metrics on");
+            long measured = Long.parseLong(peak.group(1));
+            assertTrue(measured <= 60, "over the 60 MiB budget: " + measured + " MiB");
+            assertTrue(limit.getNumber().longValue() >= (measured << 20) * 5 / 4,
+                    limit.toSuffixedString() + " is less than the measured " + measured + " MiB + 25 %");
             // The heap is only part of a JVM's footprint: leave it at most half the limit.
             long xmx = dockerfile().runtime().jvmBytes("-Xmx")
                     .orElseThrow(() -> new AssertionError("the ENTRYPOINT must bound the heap with -Xmx"));
             assertTrue(2 * xmx <= limit.getNumber().longValue(), "-Xmx too big for " + limit.toSuffixedString());
+        }
+
+        @Test
+        void sidecarShipsJsonNamingItsPodNodeAndNginxThroughTheDownwardApi() throws Exception {
+            Manifest m = Manifest.load(repo);
+            V1Container sidecar = m.sidecar();
+            for (String seed : List.of("LOG_DIRECTORY", "LOG_FILE_PATTERN", "LOG_SCAN_INTERVAL")) {
+                assertTrue(env(sidecar, seed).isPresent(), seed + " must be set, as the seed's manifest sets it");
+            }
+            Map<String, String> fieldPaths = Map.of("POD_NAME", "metadata.name", "POD_NAMESPACE", "metadata.namespace",
+                    "NODE_NAME", "spec.nodeName");
+            for (LogShip.Resource variable : LogShip.Resource.values()) {
+                V1EnvVar e = sidecar.getEnv().stream().filter(v -> v.getName().equals(variable.name())).findFirst()
+                        .orElseThrow(() -> new AssertionError(variable.name() + " is not set"));
+                if (variable == LogShip.Resource.CONTAINER_NAME) {
+                    assertEquals(m.nginx().getName(), e.getValue(), "the name of the container that writes the logs");
+                } else {
+                    assertNotNull(e.getValueFrom(), variable.name() + " must come from the Downward API");
+                    assertEquals(fieldPaths.get(variable.name()), e.getValueFrom().getFieldRef().getFieldPath());
+                }
+            }
+            LogShip.Settings s = settingsInThePod(sidecar);
+            assertEquals(LogShip.Format.JSON, s.format());
+            assertEquals(Arrays.stream(LogShip.Resource.values()).map(r -> r.key).collect(Collectors.toSet()),
+                    s.resource().keySet(), "every k8s.* field of the JSON events");
+        }
+
+        @Test
+        void probesAskTheProgramsOwnEndpointsOnItsHttpPort() throws Exception {
+            V1Container sidecar = Manifest.load(repo).sidecar();
+            int port = settingsInThePod(sidecar).httpPort().orElseThrow(() -> new AssertionError("LOG_HTTP_PORT unset"));
+            assertEquals(9464, port, "the port of the contract");
+            io.kubernetes.client.openapi.models.V1ContainerPort declared = Optional.ofNullable(sidecar.getPorts())
+                    .orElse(List.of()).stream().filter(p -> p.getContainerPort() == port).findFirst()
+                    .orElseThrow(() -> new AssertionError("the sidecar must declare containerPort " + port));
+            assertNotNull(declared.getName(), "a named port, for the probes and for scrape configs");
+            io.kubernetes.client.openapi.models.V1Probe startup = sidecar.getStartupProbe();
+            io.kubernetes.client.openapi.models.V1Probe liveness = sidecar.getLivenessProbe();
+            assertNotNull(startup, "a startupProbe holds nginx back until LogShip watches the directory");
+            assertNotNull(liveness, "a livenessProbe restarts a stuck LogShip");
+            assertNull(sidecar.getReadinessProbe(), "a failing readinessProbe would take nginx out of the Service");
+            assertEquals(1, startup.getPeriodSeconds(), "a native sidecar's startup probe delays nginx by its period");
+            for (io.kubernetes.client.openapi.models.V1Probe probe : List.of(startup, liveness)) {
+                io.kubernetes.client.custom.IntOrString target = probe.getHttpGet().getPort();
+                assertTrue(target.isInteger() ? target.getIntValue() == port : target.getStrValue().equals(declared.getName()),
+                        "the probe must ask port " + port + ", not " + target);
+            }
+            // The paths are what the program itself serves: before it watches anything, its server
+            // answers the startup probe's path with 503 and the liveness probe's with 200.
+            try (LogShip.Http http = new LogShip.Http(0, new LogShip.Metrics(), LogShip.Http.stallLimit(Duration.ofSeconds(10)))) {
+                assertEquals(503, get(http.port(), startup.getHttpGet().getPath()).statusCode());
+                assertEquals(200, get(http.port(), liveness.getHttpGet().getPath()).statusCode());
+                assertEquals(200, get(http.port(), "/metrics").statusCode());
+            }
+        }
+
+        /** The settings LogShip builds from the sidecar's env, with the pod's paths moved to a temp dir. */
+        LogShip.Settings settingsInThePod(V1Container sidecar) throws Exception {
+            Map<String, String> env = new HashMap<>();
+            for (V1EnvVar e : sidecar.getEnv()) {
+                env.put(e.getName(), e.getValue() != null ? e.getValue() : "from-" + e.getValueFrom().getFieldRef().getFieldPath());
+            }
+            env.put("LOG_DIRECTORY", tmp.resolve("logs").toString());
+            env.put("LOG_STATE_FILE", tmp.resolve("state/positions").toString());
+            return settings(env);
         }
 
         @Test
