@@ -1438,6 +1438,78 @@ public class LogShipTest {
         }
 
         @Test
+        void everyJsonLineFromHostileInputParsesAndRoundTrips() throws Exception {
+            int limit = 1024 * 1024; // the default --max-line-bytes
+            Map<String, byte[]> files = new LinkedHashMap<>();
+            byte[] binary = new byte[256 * 1024];
+            new java.util.Random(42).nextBytes(binary);
+            files.put("binary.log", binary); // ends without a newline: --once ships it as a line
+            files.put("controls.log", "NUL\0here\r\nCR alone\rinside\n\u001b[31mred\u001b[0m, a bell\u0007, DEL\u007f\n"
+                    .getBytes(StandardCharsets.UTF_8));
+            files.put("quotes \"and\" \\back\\slashes.log", "say \"hi\" \\n is not a newline, \\\\ \\u0041 \"\n"
+                    .getBytes(StandardCharsets.UTF_8));
+            files.put("invalid-utf8.log", new byte[] {(byte) 0xc3, 0x28, '\n', (byte) 0xed, (byte) 0xa0, (byte) 0x80, '\n',
+                    (byte) 0xf0, (byte) 0x9f, (byte) 0x98, '\n', (byte) 0xff, (byte) 0xfe, 'x', '\n', (byte) 0xc0, (byte) 0xaf, '\n'});
+            files.put("ünï cødé 😀.log", "ünïcødé 😀, separators \u2028 \u2029\n".getBytes(StandardCharsets.UTF_8));
+            files.put("new\nline\tand\u001bescape.log", "in a file with a newline in its name\n".getBytes(StandardCharsets.UTF_8));
+            // 1 MiB lines: one exactly at the limit, one past it, one whose cut splits a two-byte character.
+            ByteArrayOutputStream longLines = new ByteArrayOutputStream();
+            longLines.write(("a".repeat(limit) + "\n").getBytes(StandardCharsets.UTF_8));
+            longLines.write(("b".repeat(limit + 1000) + "\n").getBytes(StandardCharsets.UTF_8));
+            longLines.write(("c".repeat(limit - 1) + "é and more\n").getBytes(StandardCharsets.UTF_8));
+            longLines.write("after\n".getBytes(StandardCharsets.UTF_8));
+            files.put("long.log", longLines.toByteArray());
+            for (Map.Entry<String, byte[]> f : files.entrySet()) Files.write(dir.resolve(f.getKey()), f.getValue());
+
+            Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FORMAT", "json"), "--once");
+            assertEquals(0, run.awaitExit(), run.stderr());
+            Map<String, List<JsonObject>> byFile = new HashMap<>();
+            for (String line : run.lines()) {
+                JsonObject event = strictJson(line);
+                byFile.computeIfAbsent(event.get("log.file.name").getAsString(), k -> new ArrayList<>()).add(event);
+            }
+            assertEquals(files.keySet(), byFile.keySet());
+            for (Map.Entry<String, byte[]> f : files.entrySet()) {
+                List<JsonObject> shipped = byFile.get(f.getKey());
+                List<ModelLine> expected = ModelLine.split(f.getValue(), limit);
+                assertEquals(expected.size(), shipped.size(), f.getKey());
+                for (int i = 0; i < expected.size(); i++) {
+                    ModelLine want = expected.get(i);
+                    JsonObject got = shipped.get(i);
+                    String where = f.getKey() + " line " + i;
+                    assertEquals(new String(want.bytes(), StandardCharsets.UTF_8), got.get("message").getAsString(), where);
+                    assertEquals(want.offset(), got.get("log.offset").getAsLong(), where);
+                    assertEquals(want.cut(), got.has("log.truncated"), where);
+                    if (want.cut()) assertTrue(got.get("log.truncated").getAsBoolean(), where);
+                    assertEquals(dir.resolve(f.getKey()).toString(), got.get("log.file.path").getAsString(), where);
+                }
+            }
+            // Valid UTF-8 comes back byte for byte.
+            assertEquals("say \"hi\" \\n is not a newline, \\\\ \\u0041 \"",
+                    byFile.get("quotes \"and\" \\back\\slashes.log").get(0).get("message").getAsString());
+            assertEquals("\u001b[31mred\u001b[0m, a bell\u0007, DEL\u007f",
+                    byFile.get("controls.log").get(2).get("message").getAsString());
+        }
+
+        /** What a line must come out as: where it starts, its bytes (cut at the limit), whether it was cut. */
+        record ModelLine(long offset, byte[] bytes, boolean cut) {
+            /** Every line of a file shipped with --once: a last line without a newline counts too. */
+            static List<ModelLine> split(byte[] file, int limit) {
+                List<ModelLine> lines = new ArrayList<>();
+                int start = 0;
+                while (start < file.length) {
+                    int end = start;
+                    while (end < file.length && file[end] != '\n') end++;
+                    int length = end - start;
+                    lines.add(new ModelLine(start, Arrays.copyOfRange(file, start, start + Math.min(length, limit)),
+                            length > limit));
+                    start = end + 1;
+                }
+                return lines;
+            }
+        }
+
+        @Test
         void aFiftyMegabyteLineKeepsMemoryBounded() throws Exception {
             Path log = dir.resolve("huge.log");
             byte[] chunk = "0123456789abcdef".repeat(64 * 1024).getBytes(StandardCharsets.US_ASCII); // 1 MiB
