@@ -8,7 +8,10 @@
 
 # The JDK modules LogShip needs: jlink builds exactly these, and the build stops
 # when `jdeps` finds the jar needs a different set (see the check below).
-ARG MODULES=java.base,jdk.unsupported
+# jdk.httpserver serves /metrics and the probes (java.logging comes with the
+# Prometheus client); jdk.unsupported also holds sun.misc.Signal, which LogShip
+# reaches by reflection, where jdeps cannot see it: keep it listed.
+ARG MODULES=java.base,java.logging,jdk.httpserver,jdk.unsupported
 
 # --- Stage 1: just the dependency header of LogShip.java --------------------
 # COPY --from below compares file contents, so editing the body of
@@ -52,8 +55,9 @@ RUN needed=$(jdeps --print-module-deps --ignore-missing-deps --multi-release 25 
     fi
 # The AOT cache (JEP 483/514): one training run records the classes LogShip
 # loads and links, and writes a cache the JVM maps at start instead of loading,
-# verifying and linking them again. A short follow run like the pod's: ship a
-# file, become ready, take a live line, stop on SIGTERM (exit 0 or no image).
+# verifying and linking them again. A short follow run like the pod's (JSON,
+# metrics on a free port): ship a file, become ready, take a live line, stop on
+# SIGTERM (exit 0 or no image).
 # The JVM rejects a cache made by another runtime, jar (path, size or mtime) or
 # incompatible flags, so this runs the runtime the image ships, the jar at its
 # image path, and the ENTRYPOINT's flags word for word (the replay test checks
@@ -72,7 +76,7 @@ RUN logs=$(mktemp -d) && err=$(mktemp) \
         -XX:-UsePerfData -XX:+ExitOnOutOfMemoryError \
         -XX:+DisplayVMOutputToStderr -Xlog:disable -Xlog:all=warning:stderr \
         -XX:AOTCacheOutput=/opt/logship/app/logship.aot \
-        -jar /opt/logship/app/logship.jar -d "$logs" > /dev/null 2> "$err" & } \
+        -jar /opt/logship/app/logship.jar -d "$logs" --format json --http-port 0 > /dev/null 2> "$err" & } \
  && until grep -q 'ready:' "$err"; do kill -0 $! 2>/dev/null || { cat "$err" >&2; exit 1; }; sleep 0.1; done \
  && echo '10.0.0.2 - - [25/Nov/2026:14:37:27 +0000] "GET /live HTTP/1.1" 200 7 "-" "curl/8.5.0"' >> "$logs/access.log" \
  && sleep 1 && kill -TERM $! && wait $! \
@@ -99,7 +103,10 @@ USER 10001:10001
 ENV LOG_DIRECTORY=/var/log/app \
     LOG_FILE_PATTERN='.+\.log' \
     LOG_SCAN_INTERVAL=10s \
+    LOG_HTTP_PORT=9464 \
     LANG=C.UTF-8
+# /metrics, /healthz and /readyz (the manifest's probes and Prometheus scrape it).
+EXPOSE 9464
 # Exec form: the JVM is PID 1 and gets SIGTERM itself, then drains and exits 0.
 # The JVM flags live here because //JAVA_OPTIONS do not survive `export fatjar`;
 # the training run above repeats them word for word. Chosen by measurement on

@@ -1,12 +1,15 @@
 ///usr/bin/env jbang "$0" "$@" ; exit $?
 //JAVA 17+
 //DEPS info.picocli:picocli:4.7.7
+//DEPS io.prometheus:prometheus-metrics-core:1.10.0
+//DEPS io.prometheus:prometheus-metrics-exporter-httpserver:1.10.0
 
 import java.io.BufferedOutputStream;
 import java.io.Closeable;
 import java.io.EOFException;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
+import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -17,6 +20,7 @@ import java.lang.invoke.MethodHandles;
 import java.lang.invoke.MethodType;
 import java.lang.reflect.InvocationTargetException;
 import java.math.BigDecimal;
+import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.channels.Channels;
 import java.nio.channels.FileChannel;
@@ -42,6 +46,9 @@ import java.nio.file.WatchService;
 import java.nio.file.attribute.BasicFileAttributes;
 import java.nio.file.attribute.FileTime;
 import java.time.Duration;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
 import java.time.format.DateTimeParseException;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -56,8 +63,10 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.OptionalInt;
 import java.util.Queue;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CompletableFuture;
@@ -71,7 +80,11 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.function.BooleanSupplier;
+import java.util.function.LongSupplier;
+import java.util.function.Supplier;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import java.util.regex.PatternSyntaxException;
@@ -80,6 +93,16 @@ import java.util.zip.CRC32C;
 import java.util.zip.GZIPInputStream;
 import java.util.zip.ZipException;
 
+import com.sun.net.httpserver.HttpHandler;
+import com.sun.net.httpserver.HttpServer;
+import io.prometheus.metrics.core.metrics.CounterWithCallback;
+import io.prometheus.metrics.core.metrics.Info;
+import io.prometheus.metrics.exporter.httpserver.MetricsHandler;
+import io.prometheus.metrics.model.registry.MultiCollector;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
+import io.prometheus.metrics.model.snapshots.GaugeSnapshot;
+import io.prometheus.metrics.model.snapshots.Labels;
+import io.prometheus.metrics.model.snapshots.MetricSnapshots;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.ArgSpec;
@@ -101,11 +124,13 @@ import picocli.CommandLine.Option;
  *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
  *                  Marker (bytes before the offset)
  *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
- *   Output         Sink: stdout; an offset moves only after stdout accepted the bytes before it
+ *   Output         Sink: stdout, raw or JSON; an offset moves only after stdout accepted the bytes before it
  *   Positions      the positions file: versioned rows, written by temp file, fsync, rename; bounded;
  *                  PositionsLock (one shipper per positions file)
  *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
  *   Shutdown       SIGTERM/SIGINT, the shutdown hook, the bounded drain
+ *   Observability  Metrics: what the loop publishes (counters, lag per file, heartbeat); Http: /metrics,
+ *                  /healthz and /readyz with --http-port, reading those snapshots only
  *   Diagnostics    Log: stderr only, one line each
  * </pre>
  * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Descriptors
@@ -141,6 +166,7 @@ public class LogShip implements Callable<Integer> {
     static final String DEFAULT_ROTATE_WAIT = "5s";
     static final String DEFAULT_FORGET_AFTER = "7d";
     static final String DEFAULT_FORMAT = "raw";
+    static final String DEFAULT_TIMESTAMP = "false";
     static final String DEFAULT_LOG_LEVEL = "info";
 
     @Option(names = {"-d", "--directory"}, descriptionKey = "LOG_DIRECTORY", paramLabel = "DIR",
@@ -198,10 +224,24 @@ public class LogShip implements Callable<Integer> {
     String forgetAfter;
 
     @Option(names = "--format", descriptionKey = "LOG_FORMAT", paramLabel = "raw|json", defaultValue = DEFAULT_FORMAT,
-            description = "raw: each line exactly as the file holds it. json: one object per line,"
-                    + " {\"file\":\"access.log\",\"line\":\"...\"}, so lines from several files can be told"
-                    + " apart (invalid UTF-8 becomes U+FFFD).%n  Env: LOG_FORMAT   Default: " + DEFAULT_FORMAT)
+            description = "raw: each line exactly as the file holds it. json: one object per line with"
+                    + " message, log.file.path, log.file.name, log.offset, log.truncated (cut lines only) and"
+                    + " k8s.pod.name, k8s.namespace.name, k8s.node.name, k8s.container.name from POD_NAME,"
+                    + " POD_NAMESPACE, NODE_NAME and CONTAINER_NAME when set (invalid UTF-8 becomes U+FFFD).%n"
+                    + "  Env: LOG_FORMAT   Default: " + DEFAULT_FORMAT)
     String format;
+
+    @Option(names = "--timestamp", descriptionKey = "LOG_TIMESTAMP", paramLabel = "true|false", arity = "0..1",
+            fallbackValue = "true", defaultValue = DEFAULT_TIMESTAMP,
+            description = "JSON only: add timestamp, the RFC 3339 UTC time the line was read (the node's log"
+                    + " agent already stamps every stdout line).%n  Env: LOG_TIMESTAMP   Default: " + DEFAULT_TIMESTAMP)
+    String timestamp;
+
+    @Option(names = "--http-port", descriptionKey = "LOG_HTTP_PORT", paramLabel = "PORT",
+            description = "Serve /metrics (Prometheus), /healthz (liveness) and /readyz (startup) on this port,"
+                    + " on all interfaces; 0 picks a free port and logs it. Unset: no HTTP server.%n"
+                    + "  Env: LOG_HTTP_PORT")
+    String httpPort;
 
     @Option(names = "--once",
             description = "Ship what the matching files hold now, then exit 0. A last line still"
@@ -223,7 +263,20 @@ public class LogShip implements Callable<Integer> {
     /** The checked, typed form of the options. Building it is where every user mistake is caught. */
     record Settings(Path directory, Pattern pattern, Duration interval, StartAt startAt, int maxLineBytes,
                     Duration drainTimeout, Path stateFile, Duration rotateWait, Duration forgetAfter,
-                    Format format, boolean once, Level level) {}
+                    Format format, boolean timestamp, Map<String, String> resource, OptionalInt httpPort,
+                    boolean once, Level level) {}
+
+    /** The Downward API variables the JSON format reads (the constants' names), each with the key it writes. */
+    enum Resource {
+        POD_NAME("k8s.pod.name"), POD_NAMESPACE("k8s.namespace.name"), NODE_NAME("k8s.node.name"),
+        CONTAINER_NAME("k8s.container.name");
+
+        final String key;
+
+        Resource(String key) { this.key = key; }
+    }
+
+    enum Switch { TRUE, FALSE }
 
     enum StartAt { HEAD, TAIL }
 
@@ -250,7 +303,22 @@ public class LogShip implements Callable<Integer> {
                 positions,
                 positiveDuration("LOG_ROTATE_WAIT (--rotate-wait)", rotateWait),
                 positiveDuration("LOG_FORGET_AFTER (--forget-after)", forgetAfter),
-                outputFormat, once, level);
+                outputFormat,
+                oneOf(Switch.class, "LOG_TIMESTAMP (--timestamp)", timestamp) == Switch.TRUE,
+                resource(env), httpPort(httpPort), once, level);
+    }
+
+    /** The environment the options were read from: the Downward API variables come from it too. */
+    Map<String, String> env = Map.of();
+
+    /** The JSON keys and values of the Downward API variables that are set; never an empty string. */
+    static Map<String, String> resource(Map<String, String> env) {
+        Map<String, String> fields = new LinkedHashMap<>();
+        for (Resource variable : Resource.values()) {
+            String value = env.get(variable.name());
+            if (value != null && !value.isEmpty()) fields.put(variable.key, value);
+        }
+        return fields;
     }
 
     /** The one parser for every choice setting: its constants, lower case, are the accepted words. */
@@ -433,6 +501,17 @@ public class LogShip implements Callable<Integer> {
 
     static String mebibytes(long bytes) { return (bytes + (1 << 19)) / (1 << 20) + " MiB"; }
 
+    static OptionalInt httpPort(String value) throws ConfigError {
+        if (value == null || value.isBlank()) return OptionalInt.empty();
+        try {
+            int port = Integer.parseInt(value.trim());
+            if (port >= 0 && port <= 65535) return OptionalInt.of(port);
+        } catch (NumberFormatException e) {
+            // falls through to the one message below
+        }
+        throw new ConfigError("LOG_HTTP_PORT (--http-port) must be a port number from 0 to 65535, not '" + value + "'.");
+    }
+
     static Path stateFilePath(String value) throws ConfigError {
         if (value == null || value.isBlank()) return null;
         Path file = pathIn("LOG_STATE_FILE (--state)", value);
@@ -503,6 +582,7 @@ public class LogShip implements Callable<Integer> {
     }
 
     static CommandLine commandLine(LogShip app, Map<String, String> env) {
+        app.env = env;
         CommandLine cli = new CommandLine(app).setDefaultValueProvider(new EnvDefaults(env));
         cli.setParameterExceptionHandler((e, args) -> {
             e.getCommandLine().getErr().println("logship: " + commandLineMistake(e) + " (try --help)");
@@ -563,16 +643,28 @@ public class LogShip implements Callable<Integer> {
 
     private static int ship(Settings settings) throws IOException {
         Log.level = settings.level();
-        // The loop sleeps on the wakeup; the watcher and the signal handlers both ring it.
-        Wakeup wakeup = new Wakeup();
-        Shutdown shutdown = new Shutdown(settings.drainTimeout(), wakeup);
-        Sink sink = new Sink(new FileOutputStream(FileDescriptor.out), settings.format());
-        Shipper shipper = new Shipper(settings, sink, shutdown, wakeup, Positions.open(settings.stateFile()));
-        if (!settings.once()) shutdown.install();
+        // The loop publishes what it does to metrics; the HTTP server only reads them.
+        Metrics metrics = new Metrics();
+        Http http;
         try {
-            return shipper.run();
-        } finally {
-            shutdown.stopped();
+            http = Http.serve(settings, metrics);
+        } catch (ConfigError e) {
+            System.err.println("logship: " + e.getMessage());
+            return 2;
+        }
+        try (http) {
+            // The loop sleeps on the wakeup; the watcher and the signal handlers both ring it.
+            Wakeup wakeup = new Wakeup();
+            Shutdown shutdown = new Shutdown(settings.drainTimeout(), wakeup);
+            Sink sink = new Sink(new FileOutputStream(FileDescriptor.out), settings, metrics);
+            Shipper shipper = new Shipper(settings, sink, shutdown, wakeup, Positions.open(settings.stateFile()),
+                    metrics);
+            if (!settings.once()) shutdown.install();
+            try {
+                return shipper.run();
+            } finally {
+                shutdown.stopped();
+            }
         }
     }
 
@@ -594,22 +686,24 @@ public class LogShip implements Callable<Integer> {
         private final Tail.Shared shared;
         private final Archives archives;
         private final Ticker ticker;
+        private final Metrics metrics;
         private final Map<FileKey, Tail> tails = new LinkedHashMap<>();
         private boolean positionsDirty;
         /** Null when polling only (no change notification here, or --once). */
         private Watcher watcher;
 
-        Shipper(Settings settings, Sink sink, Shutdown shutdown, Wakeup wakeup, Positions positions)
+        Shipper(Settings settings, Sink sink, Shutdown shutdown, Wakeup wakeup, Positions positions, Metrics metrics)
                 throws IOException {
             this.settings = settings;
             this.shutdown = shutdown;
             this.wakeup = wakeup;
             this.positions = positions;
-            this.scanner = new Scanner(settings.directory(), settings.pattern());
+            this.metrics = metrics;
+            this.scanner = new Scanner(settings.directory(), settings.pattern(), metrics);
             this.shared = new Tail.Shared(new LineReader(settings.maxLineBytes()), sink,
                     Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes(),
-                    Births.provenIn(settings.stateFile(), Path.of(System.getProperty("java.io.tmpdir"))));
-            this.archives = new Archives(positions, shared);
+                    Births.provenIn(settings.stateFile(), Path.of(System.getProperty("java.io.tmpdir"))), metrics);
+            this.archives = new Archives(positions, shared, metrics);
             this.ticker = new Ticker(settings.interval());
         }
 
@@ -622,6 +716,7 @@ public class LogShip implements Callable<Integer> {
             }
             try {
                 if (settings.once()) {
+                    metrics.ready();
                     discoverAtStartup();
                     // With a positions file, a last line still missing its newline waits for the run
                     // that sees it whole: shipped now, it would go out torn. Without one, each run
@@ -635,6 +730,7 @@ public class LogShip implements Callable<Integer> {
                 watcher = startWatcher();
                 try {
                     discoverAtStartup();
+                    metrics.ready();
                     Log.info("ready: following " + tails.size() + " file(s)");
                     follow();
                 } finally {
@@ -683,6 +779,7 @@ public class LogShip implements Callable<Integer> {
                     Thread.currentThread().interrupt();
                     return;
                 }
+                metrics.beat();
                 if (shutdown.requested()) return;
                 if (ticker.tickDue()) {
                     tick();
@@ -752,8 +849,9 @@ public class LogShip implements Callable<Integer> {
             for (Tail tail : tails.values()) {
                 if (!present.contains(tail.key) && !tail.renamedAwayOrDeleted()) lost.add(tail);
             }
-            settleLostNames(lost, List.of());
+            settleLostNames(lost, List.of(), true);
             archives.forgetAllBut(present);
+            metrics.followOnly(tails.keySet());
         }
 
         /**
@@ -776,7 +874,8 @@ public class LogShip implements Callable<Integer> {
                 if (file != null) reconcile(file, false);
             }
             lost.removeIf(Tail::renamedAwayOrDeleted); // found again under another name in this batch
-            settleLostNames(lost, entries);
+            settleLostNames(lost, entries, false);
+            metrics.followOnly(tails.keySet());
             return lost;
         }
 
@@ -789,7 +888,7 @@ public class LogShip implements Callable<Integer> {
             missed.removeIf(file -> tails.containsKey(file.key()));
             if (missed.isEmpty()) return;
             Set<FileKey> keys = missed.stream().map(ScannedFile::key).collect(Collectors.toSet());
-            Map<FileKey, Path> found = scanner.locate(keys, entries);
+            Map<FileKey, Path> found = scanner.locate(keys, entries, keys);
             for (ScannedFile file : missed) {
                 Path now = found.get(file.key());
                 if (now == null || tails.containsKey(file.key())) continue;
@@ -805,6 +904,7 @@ public class LogShip implements Callable<Integer> {
             Tail tail = tails.get(file.key());
             if (tail != null && tail.compressed && !tail.sameArchive(file)) {
                 // Archives do not grow: another archive got this inode (replaced by logrotate).
+                metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
                 tail.close();
                 tails.remove(tail.key);
                 tail = null;
@@ -819,25 +919,32 @@ public class LogShip implements Callable<Integer> {
          * listing for all of them: never a listing per file), and dropped, its position kept, if
          * it is gone.
          */
-        private void settleLostNames(List<Tail> lost, Collection<Path> likelyEntries) {
-            Set<FileKey> closed = new HashSet<>();
+        private void settleLostNames(List<Tail> lost, Collection<Path> likelyEntries, boolean listForAll) {
+            Set<FileKey> plain = new HashSet<>();
             for (Tail tail : lost) {
                 tail.lostItsName();
                 if (tail.compressed) {
+                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
                     tail.close();
                     tails.remove(tail.key);
-                } else if (!tail.hasHandle()) {
-                    closed.add(tail.key);
+                } else {
+                    plain.add(tail.key);
                 }
             }
-            if (closed.isEmpty()) return;
-            Map<FileKey, Path> found = scanner.locate(closed, likelyEntries);
-            for (FileKey key : closed) {
+            if (plain.isEmpty()) return;
+            // Even a tail reading on through its handle is told where its file went: its lines name
+            // the file they come from. Between ticks, the directory is listed for that only when a
+            // tail without a handle, which can go on nowhere else, is not among the names reported.
+            Set<FileKey> worthAListing = new HashSet<>();
+            for (FileKey key : plain) if (listForAll || !tails.get(key).hasHandle()) worthAListing.add(key);
+            Map<FileKey, Path> found = scanner.locate(plain, likelyEntries, worthAListing);
+            for (FileKey key : plain) {
                 Tail tail = tails.get(key);
                 Path now = found.get(key);
                 if (now != null) {
                     tail.movedTo(now);
-                } else {
+                } else if (!tail.hasHandle()) {
+                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
                     keepPosition(tail);
                     tails.remove(key);
                 }
@@ -904,6 +1011,7 @@ public class LogShip implements Callable<Integer> {
                 Tail tail = queue.poll();
                 if (!tails.containsKey(tail.key)) continue;
                 boolean moreToRead = tail.readTurn(turn);
+                metrics.beat();
                 if (tail.takeCommitted()) positionsDirty = true;
                 if (moreToRead) queue.add(tail);
                 if (ticker.saveDue(positionsDirty)) savePositions();
@@ -918,9 +1026,11 @@ public class LogShip implements Callable<Integer> {
                 Tail tail = it.next();
                 if (tail.goneAndQuietFor(quiet)) {
                     Log.debug("done with " + tail.name() + " (renamed away or deleted, and quiet)");
+                    metrics.unread(Metrics.Unread.UNFINISHED_LINE, tail.unreadBytes());
                     keepPosition(tail);
                     tail.close();
                     it.remove();
+                    metrics.followOnly(tails.keySet());
                 }
             }
         }
@@ -962,9 +1072,11 @@ public class LogShip implements Callable<Integer> {
             try {
                 positions.save();
                 positionsDirty = false;
+                if (positions.persistent()) metrics.positionsSaves.incrementAndGet();
                 Log.forget("save");
                 return null;
             } catch (IOException e) {
+                metrics.positionsSaveErrors.incrementAndGet();
                 return e;
             }
         }
@@ -1047,11 +1159,13 @@ public class LogShip implements Callable<Integer> {
         private volatile Path realDirectory;
         private final Pattern pattern;
         private boolean everMatched;
+        private final Metrics metrics;
 
-        Scanner(Path directory, Pattern pattern) throws IOException {
+        Scanner(Path directory, Pattern pattern, Metrics metrics) throws IOException {
             this.directory = directory;
             this.realDirectory = directory.toRealPath();
             this.pattern = pattern;
+            this.metrics = metrics;
         }
 
         boolean matches(String name) { return pattern.matcher(name).matches(); }
@@ -1141,17 +1255,23 @@ public class LogShip implements Callable<Integer> {
                     }
                 }
                 if (!attrs.isRegularFile()) {
-                    Log.warnOnce("irregular:" + name, "skipping " + name + ": it is "
-                            + (attrs.isDirectory() ? "a directory" : "not a regular file (FIFO, socket or device)"));
+                    skipped(Log.warnOnce("irregular:" + name, "skipping " + name + ": it is "
+                            + (attrs.isDirectory() ? "a directory" : "not a regular file (FIFO, socket or device)")));
                     return null;
                 }
                 return new ScannedFile(path, source, FileKey.of(source), attrs.size());
             } catch (NoSuchFileException e) {
                 return null; // vanished between listing and looking: nothing to ship
             } catch (IOException e) {
-                Log.warnOnce("inspect:" + name, "cannot inspect " + name + ": " + reason(e));
+                if (Log.warnOnce("inspect:" + name, "cannot inspect " + name + ": " + reason(e))) {
+                    metrics.fileError(Metrics.FileError.UNREADABLE);
+                }
                 return null;
             }
+        }
+
+        private void skipped(boolean warned) {
+            if (warned) metrics.fileError(Metrics.FileError.NOT_REGULAR);
         }
 
         /** The entry of this directory a symlink names, or null (with a warning) if it names none. */
@@ -1172,16 +1292,16 @@ public class LogShip implements Callable<Integer> {
 
         /**
          * Where did these files go, under any name, matching or not? The likely names (those events
-         * just reported) are looked at first, one stat each; only if some are still missing is the
-         * directory listed, once for all of them.
+         * just reported) are looked at first, one stat each; only if some of those worth a listing
+         * are still missing is the directory listed, once for all of them.
          */
-        Map<FileKey, Path> locate(Set<FileKey> keys, Collection<Path> likelyEntries) {
+        Map<FileKey, Path> locate(Set<FileKey> keys, Collection<Path> likelyEntries, Set<FileKey> worthAListing) {
             Map<FileKey, Path> found = new HashMap<>();
             for (Path entry : likelyEntries) {
                 if (found.size() == keys.size()) return found;
                 identify(directory.resolve(entry), keys, found);
             }
-            if (found.size() == keys.size()) return found;
+            if (found.keySet().containsAll(worthAListing)) return found;
             listings++;
             try (DirectoryStream<Path> entries = Files.newDirectoryStream(directory)) {
                 for (Path path : entries) {
@@ -1257,7 +1377,7 @@ public class LogShip implements Callable<Integer> {
     static final class Tail {
         /** What every tail reads with; passed once, so a tail can own its reads without owning these. */
         record Shared(LineReader reader, Sink sink, Descriptors descriptors, Scanner scanner, Positions positions,
-                      int maxLineBytes, Births births) {}
+                      int maxLineBytes, Births births, Metrics metrics) {}
 
         final FileKey key;
         final boolean compressed;
@@ -1275,6 +1395,8 @@ public class LogShip implements Callable<Integer> {
         /** When its name stopped leading to it (renamed away or deleted); 0 while it still does. */
         private long goneSinceNanos;
         private long lastGrowthNanos = System.nanoTime();
+        /** The file's size when last looked at (of an archive, its decompressed length). */
+        private long size;
         private long cutLines;
         private boolean committed;
         /** The bytes from the offset up to here hold no line end: a line still being written. */
@@ -1311,11 +1433,13 @@ public class LogShip implements Callable<Integer> {
             if (channel == null) return null;
             try {
                 tail.at = tail.startingPoint(channel, startAtEnd);
+                tail.size = file.size();
+                tail.sample();
                 Log.debug("following " + tail.name() + " from byte " + tail.at.offset());
                 tail.idle(); // thousands of files at startup must not hold thousands of descriptors
                 return tail;
             } catch (IOException e) {
-                Log.warnOnce("read:" + tail.name(), "cannot read " + tail.name() + ": " + reason(e) + "; will retry");
+                tail.unreadable(e, "; will retry");
                 tail.close();
                 return null;
             }
@@ -1375,21 +1499,26 @@ public class LogShip implements Callable<Integer> {
         /** Its name no longer leads to it: renamed away or deleted. */
         void lostItsName() {
             goneSinceNanos = System.nanoTime();
-            if (!compressed) Log.debug(name() + " was renamed away or deleted; reading it to its end");
+            if (compressed) return;
+            Log.debug(name() + " was renamed away or deleted; reading it to its end");
+            shared.metrics().filesRotated.incrementAndGet();
         }
 
         boolean hasHandle() { return channel != null; }
 
         /**
-         * Found under a name the scanner does not match (renamed away while its handle was given
-         * back): read on there, reopening it by that name when due.
+         * Found under another name (renamed away): read on there, and reopened by that name when
+         * due if its handle was given back. Its lines name the file they now come from.
          */
         void movedTo(Path now) {
-            Log.debug(name() + " is now " + now.getFileName() + "; reading it to its end");
+            if (!path.equals(now)) Log.debug(name() + " is now " + now.getFileName() + "; reading it to its end");
             path = now;
             source = now;
             foundElsewhere = true;
         }
+
+        /** Bytes seen in the file that were never shipped (an unfinished last line, at least). */
+        long unreadBytes() { return Math.max(0, size - at.offset()); }
 
         boolean goneAndQuietFor(long quietNanos) {
             long now = System.nanoTime();
@@ -1434,7 +1563,7 @@ public class LogShip implements Callable<Integer> {
             } catch (StdoutFailed e) {
                 throw e;
             } catch (IOException e) {
-                Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + "; will retry");
+                unreadable(e, "; will retry");
                 close();
                 return false;
             }
@@ -1443,14 +1572,19 @@ public class LogShip implements Callable<Integer> {
         private boolean readPlainTurn(Turn turn) throws IOException {
             FileChannel file = channel != null ? channel : reopen();
             if (file == null) return false;
-            long size = file.size();
+            long seen = size;
+            size = file.size();
             // The marker is checked even when the size is unchanged: a file truncated and rewritten to
             // exactly its old length would otherwise pass for unchanged until it grew again.
             if (size < at.offset() || !at.marker().stillBefore(file, at.offset())) {
                 Log.warn(name() + " was truncated; reading it again from the start");
+                shared.metrics().filesRotated.incrementAndGet();
+                // What was seen but not yet shipped is gone (more may have been, unseen).
+                shared.metrics().unread(Metrics.Unread.TRUNCATED, seen - at.offset());
                 at = Checkpoint.START;
                 noLineEndBefore = 0;
             }
+            sample();
             ByteSource bytes = (into, position) -> file.read(ByteBuffer.wrap(into), position);
             if (size <= at.offset() || stillTheSamePartialLine(bytes, size, turn)) {
                 idle();
@@ -1460,6 +1594,7 @@ public class LogShip implements Callable<Integer> {
             Progress progress = shared.reader().read(bytes, from, at.skippingLongLine(), turn, origin(), shared.sink());
             commit(progress);
             noLineEndBefore = progress.endsInPartialLine() ? progress.readTo() : 0;
+            sample();
             at = at.withMarker(Marker.before(file, at.offset()));
             // Retake the fingerprint while reading the file's first KiB: it may have been rewritten at
             // offset 0 (nothing shipped, so no marker to notice), and a short one is widened.
@@ -1480,6 +1615,7 @@ public class LogShip implements Callable<Integer> {
             Progress progress = shared.reader().read(inflated, at.offset(), at.skippingLongLine(),
                     turn.shippingTrailingPartials(), origin(), shared.sink());
             commit(progress);
+            sample();
             if (progress.moreToRead()) return true;
             finished = true;
             close();
@@ -1519,11 +1655,22 @@ public class LogShip implements Callable<Integer> {
         void resumeArchiveAt(long offset, boolean skippingLongLine, long contentLength) {
             at = at.advancedTo(offset, skippingLongLine);
             finished = offset >= contentLength;
+            size = contentLength;
+            sample();
         }
 
         private Sink.Origin origin() {
-            if (origin == null || !origin.fileName().equals(name())) origin = shared.sink().originOf(name());
+            if (origin == null || !origin.path().equals(path)) origin = shared.sink().originOf(path);
             return origin;
+        }
+
+        /** Size and offset for the lag gauges, taken together. */
+        private void sample() { shared.metrics().sample(key, name(), size, at.offset()); }
+
+        private void unreadable(IOException e, String outlook) {
+            if (Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + outlook)) {
+                shared.metrics().fileError(Metrics.FileError.UNREADABLE);
+            }
         }
 
         /**
@@ -1543,8 +1690,7 @@ public class LogShip implements Callable<Integer> {
             } catch (NoSuchFileException e) {
                 return null;
             } catch (IOException e) {
-                Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e)
-                        + "; skipping it until it can be read");
+                unreadable(e, "; skipping it until it can be read");
                 return null;
             }
         }
@@ -1743,10 +1889,12 @@ public class LogShip implements Callable<Integer> {
 
             Held(long size) { this.size = size; }
         }
+        private final Metrics metrics;
 
-        Archives(Positions positions, Tail.Shared shared) {
+        Archives(Positions positions, Tail.Shared shared, Metrics metrics) {
             this.positions = positions;
             this.shared = shared;
+            this.metrics = metrics;
         }
 
         /** A tail for a complete archive, or null while it must wait (or is corrupt). */
@@ -1762,7 +1910,9 @@ public class LogShip implements Callable<Integer> {
                     return originals.stream().map(Original::at).toList();
                 });
             } catch (IOException e) {
-                Log.warnOnce("read:" + file.path(), "cannot read " + file.path().getFileName() + ": " + reason(e));
+                if (Log.warnOnce("read:" + file.path(), "cannot read " + file.path().getFileName() + ": " + reason(e))) {
+                    metrics.fileError(Metrics.FileError.UNREADABLE);
+                }
                 return null;
             }
             String name = file.path().getFileName().toString();
@@ -1773,8 +1923,11 @@ public class LogShip implements Callable<Integer> {
                 return null;
             }
             if (check instanceof ArchiveCheck.Corrupt corrupt) {
-                Log.warnOnce("corrupt:" + file.key() + ":" + file.size(), "skipping " + name
-                        + ": not a valid gzip file (" + corrupt.why() + ")");
+                if (Log.warnOnce("corrupt:" + file.key() + ":" + file.size(), "skipping " + name
+                        + ": not a valid gzip file (" + corrupt.why() + ")")) {
+                    metrics.fileError(Metrics.FileError.CORRUPT_ARCHIVE);
+                    metrics.unread(Metrics.Unread.CORRUPT_ARCHIVE, file.size());
+                }
                 hold(file);
                 return null;
             }
@@ -2351,8 +2504,9 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
+        /** Ships the line collected so far; {@code committed} is still where it started. */
         private void ship(boolean wasCut) throws StdoutFailed {
-            sink.line(origin, line, 0, lineLength);
+            sink.line(origin, line, 0, lineLength, committed, wasCut);
             lines++;
             if (wasCut) cut++;
             lineLength = 0;
@@ -2387,40 +2541,97 @@ public class LogShip implements Callable<Integer> {
      */
     static final class Sink {
         /** The file lines come from, with what the format writes for it prepared once. */
-        record Origin(String fileName, byte[] jsonPrefix) {}
+        record Origin(Path path, byte[] jsonFields) {}
 
-        private static final byte[] JSON_END = "\"}\n".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_START = "{\"message\":\"".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_OFFSET = "\",\"log.offset\":".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_TRUNCATED = ",\"log.truncated\":true".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_TIMESTAMP = ",\"timestamp\":\"".getBytes(StandardCharsets.US_ASCII);
+        private static final DateTimeFormatter RFC_3339 =
+                DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'", Locale.ROOT).withZone(ZoneOffset.UTC);
+        private static final char[] HEX = "0123456789abcdef".toCharArray();
         private final OutputStream out;
         private final Format format;
+        private final boolean timestamp;
+        /** The k8s.* fields, the same for every line: written once here and copied into each origin. */
+        private final String resourceFields;
+        private final Metrics metrics;
         long lines;
+        private long bytes;
+        private long cut;
+        // The timestamp is formatted again only when the millisecond changed.
+        private long stampMillis = -1;
+        private byte[] stamp;
 
-        Sink(OutputStream out, Format format) {
-            this.out = new BufferedOutputStream(out, 64 * 1024);
-            this.format = format;
+        Sink(OutputStream out, Settings settings, Metrics metrics) {
+            this.out = new BufferedOutputStream(new Watched(out, metrics), 64 * 1024);
+            this.format = settings.format();
+            this.timestamp = settings.timestamp();
+            this.metrics = metrics;
+            StringBuilder fields = new StringBuilder();
+            settings.resource().forEach((key, value) -> fields.append(",\"").append(key).append("\":\"")
+                    .append(jsonEscape(value)).append('"'));
+            this.resourceFields = fields.toString();
         }
 
-        Origin originOf(String fileName) {
-            byte[] prefix = format == Format.JSON
-                    ? ("{\"file\":\"" + jsonEscape(fileName) + "\",\"line\":\"").getBytes(StandardCharsets.UTF_8)
+        Origin originOf(Path path) {
+            byte[] fields = format == Format.JSON
+                    ? (",\"log.file.path\":\"" + jsonEscape(path.toString()) + "\",\"log.file.name\":\""
+                            + jsonEscape(path.getFileName().toString()) + "\"" + resourceFields + "}\n")
+                            .getBytes(StandardCharsets.UTF_8)
                     : new byte[0];
-            return new Origin(fileName, prefix);
+            return new Origin(path, fields);
         }
 
-        void line(Origin origin, byte[] bytes, int offset, int length) throws StdoutFailed {
+        /** One line that starts at {@code start} in its file (in a .gz, in the decompressed stream). */
+        void line(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut) throws StdoutFailed {
             try {
                 if (format == Format.RAW) {
-                    out.write(bytes, offset, length);
+                    out.write(text, offset, length);
                     out.write('\n');
+                    bytes += length + 1;
                 } else {
-                    out.write(origin.jsonPrefix());
-                    out.write(jsonEscape(new String(bytes, offset, length, StandardCharsets.UTF_8))
-                            .getBytes(StandardCharsets.UTF_8));
-                    out.write(JSON_END);
+                    bytes += writeJson(origin, text, offset, length, start, wasCut);
                 }
             } catch (IOException e) {
                 throw new StdoutFailed(e);
             }
             lines++;
+            if (wasCut) cut++;
+        }
+
+        private int writeJson(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut)
+                throws IOException {
+            byte[] message = jsonEscape(new String(text, offset, length, StandardCharsets.UTF_8))
+                    .getBytes(StandardCharsets.UTF_8);
+            byte[] at = Long.toString(start).getBytes(StandardCharsets.US_ASCII);
+            out.write(JSON_START);
+            out.write(message);
+            out.write(JSON_OFFSET);
+            out.write(at);
+            int written = JSON_START.length + message.length + JSON_OFFSET.length + at.length;
+            if (wasCut) {
+                out.write(JSON_TRUNCATED);
+                written += JSON_TRUNCATED.length;
+            }
+            if (timestamp) {
+                byte[] now = stamp();
+                out.write(JSON_TIMESTAMP);
+                out.write(now);
+                out.write('"');
+                written += JSON_TIMESTAMP.length + now.length + 1;
+            }
+            out.write(origin.jsonFields());
+            return written + origin.jsonFields().length;
+        }
+
+        private byte[] stamp() {
+            long now = System.currentTimeMillis();
+            if (now != stampMillis) {
+                stampMillis = now;
+                stamp = RFC_3339.format(Instant.ofEpochMilli(now)).getBytes(StandardCharsets.US_ASCII);
+            }
+            return stamp;
         }
 
         /** RFC 8259 string escaping; the decoder has already turned invalid UTF-8 into U+FFFD. */
@@ -2435,7 +2646,7 @@ public class LogShip implements Callable<Integer> {
                     case '\r' -> escaped.append("\\r");
                     case '\t' -> escaped.append("\\t");
                     default -> {
-                        if (c < 0x20) escaped.append(String.format("\\u%04x", (int) c));
+                        if (c < 0x20) escaped.append("\\u00").append(HEX[c >> 4]).append(HEX[c & 0xf]);
                         else escaped.append(c);
                     }
                 }
@@ -2443,11 +2654,47 @@ public class LogShip implements Callable<Integer> {
             return escaped.toString();
         }
 
+        /** Stdout accepted everything so far: only now do the shipped counters move. */
         void flush() throws StdoutFailed {
             try {
                 out.flush();
             } catch (IOException e) {
                 throw new StdoutFailed(e);
+            }
+            metrics.shipped(lines, bytes, cut);
+        }
+
+        /**
+         * Tells the health check that the loop is inside a write to stdout: blocked there (nobody
+         * reads the pipe, the node's agent is slow) it is lagging, not stalled, and must not be
+         * restarted for it. Sits under the buffer, so it runs once per 64 KiB, not per line.
+         */
+        private static final class Watched extends FilterOutputStream {
+            private final Metrics metrics;
+
+            Watched(OutputStream out, Metrics metrics) {
+                super(out);
+                this.metrics = metrics;
+            }
+
+            @Override
+            public void write(byte[] b, int off, int len) throws IOException {
+                metrics.writing(true);
+                try {
+                    out.write(b, off, len);
+                } finally {
+                    metrics.writing(false);
+                }
+            }
+
+            @Override
+            public void flush() throws IOException {
+                metrics.writing(true);
+                try {
+                    out.flush();
+                } finally {
+                    metrics.writing(false);
+                }
             }
         }
     }
@@ -3079,6 +3326,241 @@ public class LogShip implements Callable<Integer> {
     }
 
     // =============================================================================================
+    // Observability: what the loop publishes (Metrics) and the HTTP server that reads it (Http).
+    // =============================================================================================
+
+    /**
+     * What the loop tells the outside world. The loop writes volatile and atomic fields here and never
+     * waits for a reader; the HTTP handlers only read them, so a slow scraper cannot slow shipping.
+     * Free of the Prometheus client, which is loaded only with --http-port.
+     */
+    static final class Metrics {
+        /** Why bytes could not be shipped: the reason label of logship_bytes_unread_total. */
+        enum Unread { TRUNCATED, DELETED, UNFINISHED_LINE, CORRUPT_ARCHIVE }
+
+        /** The reason label of logship_file_errors_total: file problems reported on stderr. */
+        enum FileError { UNREADABLE, NOT_REGULAR, CORRUPT_ARCHIVE }
+
+        /** One file's size and offset, sampled at the same moment: size - offset is its lag. */
+        record FileSample(String name, long size, long offset) {}
+
+        // Written by the Sink after each flush: what stdout has accepted, never more.
+        private volatile long linesShipped;
+        private volatile long bytesShipped;
+        private volatile long linesTruncated;
+        final AtomicLong filesRotated = new AtomicLong();
+        final AtomicLong filesRemoved = new AtomicLong();
+        final AtomicLong positionsSaves = new AtomicLong();
+        final AtomicLong positionsSaveErrors = new AtomicLong();
+        private final AtomicLongArray unread = new AtomicLongArray(Unread.values().length);
+        private final AtomicLongArray fileErrors = new AtomicLongArray(FileError.values().length);
+        private final Map<FileKey, FileSample> files = new ConcurrentHashMap<>();
+        private volatile long heartbeatNanos = System.nanoTime();
+        private volatile boolean writing;
+        private volatile boolean ready;
+
+        void shipped(long lines, long bytes, long truncated) {
+            linesShipped = lines;
+            bytesShipped = bytes;
+            linesTruncated = truncated;
+        }
+
+        void unread(Unread why, long bytes) {
+            if (bytes > 0) unread.addAndGet(why.ordinal(), bytes);
+        }
+
+        void fileError(FileError kind) { fileErrors.incrementAndGet(kind.ordinal()); }
+
+        /** A file grown past what was read (the reader got ahead of its size) has no lag. */
+        void sample(FileKey key, String name, long size, long offset) {
+            files.put(key, new FileSample(name, Math.max(size, offset), offset));
+        }
+
+        /** Files no longer followed lose their series. */
+        void followOnly(Set<FileKey> followed) { files.keySet().retainAll(followed); }
+
+        /** The loop is alive: called each time round and after each turn on a file. */
+        void beat() { heartbeatNanos = System.nanoTime(); }
+
+        /** Around each write to stdout; leaving one is a heartbeat, however long it was blocked. */
+        void writing(boolean now) {
+            if (!now) heartbeatNanos = System.nanoTime();
+            writing = now;
+        }
+
+        /** The directory is watched and positions are loaded. */
+        void ready() { ready = true; }
+
+        // ------------------------------------------------------------------------ read by Http
+
+        boolean isReady() { return ready; }
+
+        /** Alive if it beat recently, or if it is inside a write to stdout: that is lag, not a stall. */
+        boolean aliveWithin(Duration limit) {
+            return writing || System.nanoTime() - heartbeatNanos <= limit.toNanos();
+        }
+
+        Duration sinceHeartbeat() { return Duration.ofNanos(System.nanoTime() - heartbeatNanos); }
+
+        long linesShipped() { return linesShipped; }
+
+        long bytesShipped() { return bytesShipped; }
+
+        long linesTruncated() { return linesTruncated; }
+
+        long unread(Unread why) { return unread.get(why.ordinal()); }
+
+        long fileErrors(FileError kind) { return fileErrors.get(kind.ordinal()); }
+
+        /**
+         * The samples by file name. Two files can share a name for a while (a deleted file still being
+         * read and its successor): their sizes and offsets add up, so the lag stays right.
+         */
+        Map<String, FileSample> filesByName() {
+            Map<String, FileSample> byName = new TreeMap<>();
+            for (FileSample f : files.values()) {
+                byName.merge(f.name(), f, (a, b) -> new FileSample(a.name(), a.size() + b.size(), a.offset() + b.offset()));
+            }
+            return byName;
+        }
+
+        int filesFollowed() { return files.size(); }
+    }
+
+    /**
+     * /metrics, /healthz and /readyz on one port of all interfaces (the kubelet probes the pod's IP).
+     * /metrics uses the Prometheus client's handler on a JDK server of our own, because the client's
+     * own server adds a health endpoint that always answers 200. Handlers only read Metrics.
+     */
+    static final class Http implements AutoCloseable {
+        /** Liveness never fails sooner than this: a GC pause or a slow disk is not a stalled loop. */
+        static final Duration SHORTEST_STALL = Duration.ofSeconds(60);
+        private final HttpServer server;
+        private final ExecutorService handlers;
+
+        Http(int port, Metrics metrics, Duration stallLimit) throws IOException {
+            server = HttpServer.create(new InetSocketAddress(port), 0);
+            server.createContext("/metrics", new MetricsHandler(registry(metrics)));
+            server.createContext("/healthz", probe("/healthz", () -> metrics.aliveWithin(stallLimit) ? null
+                    : "the shipping loop has not moved for " + metrics.sinceHeartbeat().toSeconds() + "s"));
+            server.createContext("/readyz", probe("/readyz", () -> metrics.isReady() ? null
+                    : "not watching the directory yet"));
+            // Two threads, so a slow scraper does not hold up the kubelet's probes.
+            handlers = Executors.newFixedThreadPool(2, task -> {
+                Thread thread = new Thread(task, "logship-http");
+                thread.setDaemon(true);
+                return thread;
+            });
+            server.setExecutor(handlers);
+            server.start();
+        }
+
+        /** Null without --http-port; a port that cannot be bound is a setting to fix. */
+        static Http serve(Settings settings, Metrics metrics) throws ConfigError {
+            if (settings.httpPort().isEmpty()) return null;
+            int port = settings.httpPort().getAsInt();
+            try {
+                Http http = new Http(port, metrics, stallLimit(settings.interval()));
+                Log.info("serving /metrics, /healthz and /readyz on port " + http.port());
+                return http;
+            } catch (IOException e) {
+                throw new ConfigError("LOG_HTTP_PORT (--http-port) " + port + " cannot be used: " + reason(e) + ".");
+            }
+        }
+
+        /** The loop wakes at least once an interval, so three missed wakeups mean it is stuck. */
+        static Duration stallLimit(Duration interval) {
+            Duration threeIntervals = interval.multipliedBy(3);
+            return threeIntervals.compareTo(SHORTEST_STALL) > 0 ? threeIntervals : SHORTEST_STALL;
+        }
+
+        int port() { return server.getAddress().getPort(); }
+
+        /** 200 while {@code problem} says null, else 503 with what it says. */
+        private static HttpHandler probe(String path, Supplier<String> problem) {
+            return exchange -> {
+                try (exchange) {
+                    String why = exchange.getRequestURI().getPath().equals(path) ? problem.get() : "not found";
+                    int status = why == null ? 200 : why.equals("not found") ? 404 : 503;
+                    byte[] body = ((why == null ? "ok" : why) + "\n").getBytes(StandardCharsets.UTF_8);
+                    exchange.getResponseHeaders().set("Content-Type", "text/plain; charset=utf-8");
+                    exchange.sendResponseHeaders(status, body.length);
+                    exchange.getResponseBody().write(body);
+                }
+            };
+        }
+
+        /** The contract's metrics, each a view on Metrics: the client keeps no state of its own. */
+        static PrometheusRegistry registry(Metrics m) {
+            PrometheusRegistry registry = new PrometheusRegistry();
+            counter(registry, "logship_lines_shipped_total", "Lines stdout has accepted.", m::linesShipped);
+            counter(registry, "logship_bytes_shipped_total", "Bytes stdout has accepted, newlines included.",
+                    m::bytesShipped);
+            counter(registry, "logship_lines_truncated_total",
+                    "Lines longer than --max-line-bytes, shipped cut at that length.", m::linesTruncated);
+            CounterWithCallback.builder().name("logship_bytes_unread_total")
+                    .help("Bytes that could not be shipped: truncated or deleted before they were read, an"
+                            + " unfinished last line of a file no longer followed, a corrupt archive (its size).")
+                    .labelNames("reason")
+                    .callback(c -> {
+                        for (Metrics.Unread why : Metrics.Unread.values()) c.call(m.unread(why), label(why));
+                    }).register(registry);
+            counter(registry, "logship_files_rotated_total",
+                    "Files renamed away, deleted or truncated in place while followed.", m.filesRotated::get);
+            counter(registry, "logship_files_removed_total", "Files deleted by LogShip.", m.filesRemoved::get);
+            CounterWithCallback.builder().name("logship_file_errors_total")
+                    .help("File problems reported on stderr: unreadable files, entries that are not regular"
+                            + " files, corrupt archives.")
+                    .labelNames("reason")
+                    .callback(c -> {
+                        for (Metrics.FileError kind : Metrics.FileError.values()) c.call(m.fileErrors(kind), label(kind));
+                    }).register(registry);
+            counter(registry, "logship_positions_saves_total", "Positions file saves.", m.positionsSaves::get);
+            counter(registry, "logship_positions_save_errors_total", "Positions file saves that failed.",
+                    m.positionsSaveErrors::get);
+            Info.builder().name("logship_build_info").help("The running LogShip.").labelNames("version")
+                    .register(registry).addLabelValues(VERSION);
+            registry.register(new FileGauges(m));
+            return registry;
+        }
+
+        private static void counter(PrometheusRegistry registry, String name, String help, LongSupplier value) {
+            CounterWithCallback.builder().name(name).help(help).callback(c -> c.call(value.getAsLong()))
+                    .register(registry);
+        }
+
+        private static String label(Enum<?> constant) { return constant.name().toLowerCase(Locale.ROOT); }
+
+        /** Size and offset of each file from one and the same sample, so a scrape never sees a torn pair. */
+        record FileGauges(Metrics metrics) implements MultiCollector {
+            @Override
+            public MetricSnapshots collect() {
+                Map<String, Metrics.FileSample> files = metrics.filesByName();
+                GaugeSnapshot.Builder size = GaugeSnapshot.builder().name("logship_file_size_bytes")
+                        .help("Size of each followed file (of a .gz, its decompressed content) when last sampled.");
+                GaugeSnapshot.Builder offset = GaugeSnapshot.builder().name("logship_file_offset_bytes")
+                        .help("Bytes of each followed file read and accepted by stdout, sampled with its size.");
+                files.forEach((name, f) -> {
+                    Labels file = Labels.of("file", name);
+                    size.dataPoint(GaugeSnapshot.GaugeDataPointSnapshot.builder().labels(file).value(f.size()).build());
+                    offset.dataPoint(GaugeSnapshot.GaugeDataPointSnapshot.builder().labels(file).value(f.offset()).build());
+                });
+                GaugeSnapshot open = GaugeSnapshot.builder().name("logship_files_open")
+                        .help("Files being followed.")
+                        .dataPoint(GaugeSnapshot.GaugeDataPointSnapshot.builder().value(metrics.filesFollowed()).build())
+                        .build();
+                return new MetricSnapshots(size.build(), offset.build(), open);
+            }
+        }
+
+        @Override
+        public void close() {
+            server.stop(0);
+            handlers.shutdownNow();
+        }
+    }
+
+    // =============================================================================================
     // Diagnostics: stderr only, one line each.
     // =============================================================================================
 
@@ -3093,9 +3575,14 @@ public class LogShip implements Callable<Integer> {
         static void warn(String msg) { emit(Level.WARN, msg); }
         static void error(String msg) { emit(Level.ERROR, msg); }
 
-        /** Warns the first time a key is seen, then only at debug, so a bad file cannot flood stderr. */
-        static void warnOnce(String key, String msg) {
-            if (warnedOnce.add(key)) warn(msg); else debug(msg);
+        /**
+         * Warns the first time a key is seen, then only at debug, so a bad file cannot flood stderr.
+         * True when it warned: a new problem, which the metrics count too.
+         */
+        static boolean warnOnce(String key, String msg) {
+            boolean first = warnedOnce.add(key);
+            if (first) warn(msg); else debug(msg);
+            return first;
         }
 
         static void forget(String key) { warnedOnce.remove(key); }
