@@ -687,7 +687,8 @@ public class LogShip implements Callable<Integer> {
         private final Archives archives;
         private final Ticker ticker;
         private final Metrics metrics;
-        private final Map<FileKey, Tail> tails = new LinkedHashMap<>();
+        private final Tails tails;
+        /** An offset moved, or a position was kept, since the last save. */
         private boolean positionsDirty;
         /** Null when polling only (no change notification here, or --once). */
         private Watcher watcher;
@@ -704,6 +705,7 @@ public class LogShip implements Callable<Integer> {
                     Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes(),
                     Births.provenIn(settings.stateFile(), Path.of(System.getProperty("java.io.tmpdir"))), metrics);
             this.archives = new Archives(positions, shared, metrics);
+            this.tails = new Tails(settings, scanner, shared, archives, positions, metrics);
             this.ticker = new Ticker(settings.interval());
         }
 
@@ -722,7 +724,7 @@ public class LogShip implements Callable<Integer> {
                     // that sees it whole: shipped now, it would go out torn. Without one, each run
                     // stands alone, and shipping the line as it is is the only way it ever ships.
                     boolean standalone = !positions.persistent();
-                    readUntilCaughtUp(tails.values(), NO_DEADLINE, standalone);
+                    readUntilCaughtUp(tails.all(), NO_DEADLINE, standalone);
                     if (!standalone) reportUnfinishedLines();
                     return finalSave() ? 0 : 1;
                 }
@@ -744,7 +746,7 @@ public class LogShip implements Callable<Integer> {
                 Log.error("stopping: " + e.getMessage());
                 return 1;
             } finally {
-                tails.values().forEach(Tail::close);
+                tails.all().forEach(Tail::close);
                 Log.debug("work: " + scanner.listings + " directory listings, " + shared.descriptors().opens
                         + " opens, " + bytesRead() + " bytes read, " + bytesInflated() + " bytes inflated");
             }
@@ -752,7 +754,7 @@ public class LogShip implements Callable<Integer> {
 
         /** After --once with a positions file: say which lines wait, so that nobody thinks them lost. */
         private void reportUnfinishedLines() {
-            for (Tail tail : tails.values()) {
+            for (Tail tail : tails.all()) {
                 Positions.Entry entry = tail.entry();
                 try {
                     if (!entry.compressed() && Files.size(entry.path()) > entry.offset()) {
@@ -771,10 +773,10 @@ public class LogShip implements Callable<Integer> {
          */
         private void follow() throws IOException {
             ticker.start();
-            readUntilCaughtUp(tails.values(), NO_DEADLINE, false);
+            readUntilCaughtUp(tails.all(), NO_DEADLINE, false);
             while (!shutdown.requested()) {
                 try {
-                    wakeup.await(ticker.nanosUntilNextJob(positionsDirty));
+                    wakeup.await(ticker.nanosUntilNextJob(positionsBehind()));
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
                     return;
@@ -784,23 +786,23 @@ public class LogShip implements Callable<Integer> {
                 if (ticker.tickDue()) {
                     tick();
                 } else {
-                    readUntilCaughtUp(changedTails(), NO_DEADLINE, false);
-                    closeQuietRotatedFiles();
+                    readUntilCaughtUp(tails.changedSince(watcher), NO_DEADLINE, false);
+                    tails.closeQuietRotatedFiles();
                 }
-                if (ticker.saveDue(positionsDirty)) savePositions();
+                if (ticker.saveDue(positionsBehind())) savePositions();
             }
         }
 
         /** One tick: the periodic jobs, by name, in the order they must run. */
         void tick() throws IOException {
             renewStaleWatcher();
-            rescan(false);
-            readUntilCaughtUp(new ArrayList<>(tails.values()), NO_DEADLINE, false);
-            closeQuietRotatedFiles();
+            tails.rescan(false);
+            readUntilCaughtUp(tails.snapshot(), NO_DEADLINE, false);
+            tails.closeQuietRotatedFiles();
             forgetOldPositions();
         }
 
-        void discoverAtStartup() { rescan(true); }
+        void discoverAtStartup() { tails.rescan(true); }
 
         int tailCount() { return tails.size(); }
 
@@ -833,165 +835,6 @@ public class LogShip implements Callable<Integer> {
         }
 
         /**
-         * Brings the tails in line with what the directory holds: new files get a tail, renamed ones
-         * keep theirs under the new name, and a tail whose name no longer leads to it keeps reading
-         * its open handle, because the writer may still be appending to the renamed file.
-         */
-        private void rescan(boolean startup) {
-            List<ScannedFile> scanned = scanner.scan();
-            if (scanned == null) return;
-            Set<FileKey> present = new HashSet<>();
-            for (ScannedFile file : scanned) {
-                present.add(file.key());
-                reconcile(file, startup);
-            }
-            List<Tail> lost = new ArrayList<>();
-            for (Tail tail : tails.values()) {
-                if (!present.contains(tail.key) && !tail.renamedAwayOrDeleted()) lost.add(tail);
-            }
-            settleLostNames(lost, List.of(), true);
-            archives.forgetAllBut(present);
-            metrics.followOnly(tails.keySet());
-        }
-
-        /**
-         * The same for the entries a batch of events names, and only those: the work is in proportion
-         * to the events, not to the directory, so a storm of short-lived files is kept up with.
-         * Returns the tails that lost their name in this batch.
-         */
-        private List<Tail> reconcileNamed(Set<Path> entries) {
-            Map<String, List<Tail>> byName = new HashMap<>();
-            for (Tail t : tails.values()) {
-                if (!t.renamedAwayOrDeleted()) byName.computeIfAbsent(t.name(), n -> new ArrayList<>()).add(t);
-            }
-            List<Tail> lost = new ArrayList<>();
-            for (Path entry : entries) {
-                String name = entry.toString();
-                ScannedFile file = scanner.matches(name) ? scanner.inspect(scanner.directory.resolve(entry)) : null;
-                for (Tail t : byName.getOrDefault(name, List.of())) {
-                    if (file == null || !t.key.equals(file.key())) lost.add(t);
-                }
-                if (file != null) reconcile(file, false);
-            }
-            lost.removeIf(Tail::renamedAwayOrDeleted); // found again under another name in this batch
-            settleLostNames(lost, entries, false);
-            metrics.followOnly(tails.keySet());
-            return lost;
-        }
-
-        /**
-         * A file created and renamed to a name we do not match before the watcher could open it (a
-         * burst of rotations): it is found under its new name among the names just reported, and
-         * read to its end there like any file renamed away.
-         */
-        private void followRenamedBeforeOpened(List<ScannedFile> missed, Set<Path> entries) {
-            missed.removeIf(file -> tails.containsKey(file.key()));
-            if (missed.isEmpty()) return;
-            Set<FileKey> keys = missed.stream().map(ScannedFile::key).collect(Collectors.toSet());
-            Map<FileKey, Path> found = scanner.locate(keys, entries, keys);
-            for (ScannedFile file : missed) {
-                Path now = found.get(file.key());
-                if (now == null || tails.containsKey(file.key())) continue;
-                Tail tail = Tail.start(new ScannedFile(now, now, file.key(), file.size()), null, false, shared);
-                if (tail == null) continue;
-                tails.put(tail.key, tail);
-                tail.lostItsName();
-                tail.movedTo(now);
-            }
-        }
-
-        private void reconcile(ScannedFile file, boolean startup) {
-            Tail tail = tails.get(file.key());
-            if (tail != null && tail.compressed && !tail.sameArchive(file)) {
-                // Archives do not grow: another archive got this inode (replaced by logrotate).
-                metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
-                tail.close();
-                tails.remove(tail.key);
-                tail = null;
-            }
-            if (tail != null) tail.foundAt(file);
-            else startTail(file, null, startup);
-        }
-
-        /**
-         * Tails whose name no longer leads to them. One with an open handle reads on through it; one
-         * without is looked for under another name (the names just reported first, then at most one
-         * listing for all of them: never a listing per file), and dropped, its position kept, if
-         * it is gone.
-         */
-        private void settleLostNames(List<Tail> lost, Collection<Path> likelyEntries, boolean listForAll) {
-            Set<FileKey> plain = new HashSet<>();
-            for (Tail tail : lost) {
-                tail.lostItsName();
-                if (tail.compressed) {
-                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
-                    tail.close();
-                    tails.remove(tail.key);
-                } else {
-                    plain.add(tail.key);
-                }
-            }
-            if (plain.isEmpty()) return;
-            // Even a tail reading on through its handle is told where its file went: its lines name
-            // the file they come from. Between ticks, the directory is listed for that only when a
-            // tail without a handle, which can go on nowhere else, is not among the names reported.
-            Set<FileKey> worthAListing = new HashSet<>();
-            for (FileKey key : plain) if (listForAll || !tails.get(key).hasHandle()) worthAListing.add(key);
-            Map<FileKey, Path> found = scanner.locate(plain, likelyEntries, worthAListing);
-            for (FileKey key : plain) {
-                Tail tail = tails.get(key);
-                Path now = found.get(key);
-                if (now != null) {
-                    tail.movedTo(now);
-                } else if (!tail.hasHandle()) {
-                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
-                    keepPosition(tail);
-                    tails.remove(key);
-                }
-            }
-        }
-
-        /** A new file gets a tail that starts where its saved position (or --start-at) says. */
-        private void startTail(ScannedFile file, FileChannel pinned, boolean startup) {
-            Tail tail = file.isArchive() ? archives.start(file, tails.values())
-                    : Tail.start(file, pinned, startup && settings.startAt() == StartAt.TAIL, shared);
-            if (tail != null) tails.put(tail.key, tail);
-        }
-
-        /** The tails a watcher batch concerns, rescanning first when names came or went. */
-        private Collection<Tail> changedTails() {
-            if (watcher == null) return List.of();
-            Set<FileKey> known = new HashSet<>(tails.keySet());
-            for (Watcher.Pinned p : watcher.takePinned()) {
-                if (tails.containsKey(p.file().key())) {
-                    Descriptors.closeQuietly(p.channel());
-                } else {
-                    startTail(p.file(), p.channel(), false);
-                }
-            }
-            Set<Path> entries = watcher.takeChanged();
-            Set<String> names = entries.stream().map(Path::toString).collect(Collectors.toSet());
-            Collection<Tail> lostNow = List.of();
-            if (watcher.takeNeedsRescan()) {
-                rescan(false); // events were dropped: only the whole directory tells what changed
-            } else {
-                lostNow = reconcileNamed(entries);
-            }
-            followRenamedBeforeOpened(watcher.takeRenamedBeforeOpened(), entries);
-            Set<Tail> due = new LinkedHashSet<>(lostNow);
-            for (Tail t : tails.values()) {
-                // Renamed-away files read through a handle change under names we cannot map back, so
-                // they are always due; files just found are due too, as an overflow may have dropped
-                // their own events.
-                if ((t.renamedAwayOrDeleted() && t.hasHandle()) || names.contains(t.name()) || !known.contains(t.key)) {
-                    due.add(t);
-                }
-            }
-            due.removeIf(t -> !tails.containsKey(t.key));
-            return due;
-        }
-
-        /**
          * Reads the given tails round-robin, each for at most one turn at a time, until none has more
          * or the deadline passes: one busy file cannot starve the others. A backlog can take minutes
          * to ship to a slow reader, so positions are saved between turns when due, and a stop
@@ -1009,42 +852,25 @@ public class LogShip implements Callable<Integer> {
             while (!queue.isEmpty()) {
                 if (mustStop.getAsBoolean()) return false;
                 Tail tail = queue.poll();
-                if (!tails.containsKey(tail.key)) continue;
+                if (!tails.follows(tail)) continue;
                 boolean moreToRead = tail.readTurn(turn);
                 metrics.beat();
                 if (tail.takeCommitted()) positionsDirty = true;
                 if (moreToRead) queue.add(tail);
-                if (ticker.saveDue(positionsDirty)) savePositions();
+                if (ticker.saveDue(positionsBehind())) savePositions();
             }
             return true;
         }
 
-        /** Renamed-away or deleted files are closed once they have been quiet for --rotate-wait. */
-        private void closeQuietRotatedFiles() {
-            long quiet = settings.rotateWait().toNanos();
-            for (Iterator<Tail> it = tails.values().iterator(); it.hasNext(); ) {
-                Tail tail = it.next();
-                if (tail.goneAndQuietFor(quiet)) {
-                    Log.debug("done with " + tail.name() + " (renamed away or deleted, and quiet)");
-                    metrics.unread(Metrics.Unread.UNFINISHED_LINE, tail.unreadBytes());
-                    keepPosition(tail);
-                    tail.close();
-                    it.remove();
-                    metrics.followOnly(tails.keySet());
-                }
-            }
-        }
-
         private void forgetOldPositions() {
-            if (positions.forgetGone(forgetCutoff(), tails.keySet())) positionsDirty = true;
+            if (positions.forgetGone(forgetCutoff(), tails.keys())) positionsDirty = true;
         }
 
         private long forgetCutoff() { return System.currentTimeMillis() - settings.forgetAfter().toMillis(); }
 
-        /** A finished tail's position is kept: a restart or its compressed copy may still need it. */
-        private void keepPosition(Tail tail) {
-            positions.put(tail.entry());
-            positionsDirty = true;
+        private boolean positionsBehind() {
+            if (tails.takePositionsChanged()) positionsDirty = true;
+            return positionsDirty;
         }
 
         void savePositions() {
@@ -1066,8 +892,8 @@ public class LogShip implements Callable<Integer> {
 
         /** Null once saved, else why not. */
         private IOException trySavingPositions() {
-            for (Tail tail : tails.values()) positions.put(tail.entry());
-            positions.forgetGone(forgetCutoff(), tails.keySet());
+            for (Tail tail : tails.all()) positions.put(tail.entry());
+            positions.forgetGone(forgetCutoff(), tails.keys());
             ticker.saved();
             try {
                 positions.save();
@@ -1087,8 +913,8 @@ public class LogShip implements Callable<Integer> {
          */
         int drain() throws IOException {
             long deadline = System.nanoTime() + settings.drainTimeout().toNanos();
-            rescan(false);
-            boolean complete = readUntilCaughtUp(new ArrayList<>(tails.values()), deadline, false);
+            tails.rescan(false);
+            boolean complete = readUntilCaughtUp(tails.snapshot(), deadline, false);
             boolean saved = finalSave();
             if (!complete) {
                 Log.warn(shutdown.cutShort() ? "drain cut short by a second signal; unshipped lines remain in the files"
@@ -1137,6 +963,231 @@ public class LogShip implements Callable<Integer> {
         }
 
         void saved() { lastSaveNanos = System.nanoTime(); }
+    }
+
+    /**
+     * The files being followed, kept in line with the directory: what the scanner lists and the
+     * watcher reports becomes a tail, a renamed file keeps its tail under its new name, and a file
+     * gone for good leaves its position behind. Only the loop touches it, so no locks.
+     */
+    static final class Tails {
+        private final Map<FileKey, Tail> byKey = new LinkedHashMap<>();
+        private final Settings settings;
+        private final Scanner scanner;
+        private final Tail.Shared shared;
+        private final Archives archives;
+        private final Positions positions;
+        private final Metrics metrics;
+        /** A position was kept for a tail that left the table: the positions file is behind. */
+        private boolean positionsChanged;
+
+        Tails(Settings settings, Scanner scanner, Tail.Shared shared, Archives archives, Positions positions,
+              Metrics metrics) {
+            this.settings = settings;
+            this.scanner = scanner;
+            this.shared = shared;
+            this.archives = archives;
+            this.positions = positions;
+            this.metrics = metrics;
+        }
+
+        Collection<Tail> all() { return byKey.values(); }
+
+        /** A copy to iterate over while reading, which may drop tails from the table. */
+        List<Tail> snapshot() { return new ArrayList<>(byKey.values()); }
+
+        boolean follows(Tail tail) { return byKey.containsKey(tail.key); }
+
+        Set<FileKey> keys() { return byKey.keySet(); }
+
+        int size() { return byKey.size(); }
+
+        boolean takePositionsChanged() {
+            boolean was = positionsChanged;
+            positionsChanged = false;
+            return was;
+        }
+
+        /**
+         * Brings the tails in line with what the directory holds: new files get a tail, renamed ones
+         * keep theirs under the new name, and a tail whose name no longer leads to it keeps reading
+         * its open handle, because the writer may still be appending to the renamed file.
+         */
+        void rescan(boolean startup) {
+            List<ScannedFile> scanned = scanner.scan();
+            if (scanned == null) return;
+            Set<FileKey> present = new HashSet<>();
+            for (ScannedFile file : scanned) {
+                present.add(file.key());
+                reconcile(file, startup);
+            }
+            List<Tail> lost = new ArrayList<>();
+            for (Tail tail : byKey.values()) {
+                if (!present.contains(tail.key) && !tail.renamedAwayOrDeleted()) lost.add(tail);
+            }
+            settleLostNames(lost, List.of(), true);
+            archives.forgetAllBut(present);
+            metrics.followOnly(byKey.keySet());
+        }
+
+        /**
+         * The same for the entries a batch of events names, and only those: the work is in proportion
+         * to the events, not to the directory, so a storm of short-lived files is kept up with.
+         * Returns the tails that lost their name in this batch.
+         */
+        private List<Tail> reconcileNamed(Set<Path> entries) {
+            Map<String, List<Tail>> byName = new HashMap<>();
+            for (Tail t : byKey.values()) {
+                if (!t.renamedAwayOrDeleted()) byName.computeIfAbsent(t.name(), n -> new ArrayList<>()).add(t);
+            }
+            List<Tail> lost = new ArrayList<>();
+            for (Path entry : entries) {
+                String name = entry.toString();
+                ScannedFile file = scanner.matches(name) ? scanner.inspect(scanner.directory.resolve(entry)) : null;
+                for (Tail t : byName.getOrDefault(name, List.of())) {
+                    if (file == null || !t.key.equals(file.key())) lost.add(t);
+                }
+                if (file != null) reconcile(file, false);
+            }
+            lost.removeIf(Tail::renamedAwayOrDeleted); // found again under another name in this batch
+            settleLostNames(lost, entries, false);
+            metrics.followOnly(byKey.keySet());
+            return lost;
+        }
+
+        /**
+         * A file created and renamed to a name we do not match before the watcher could open it (a
+         * burst of rotations): it is found under its new name among the names just reported, and
+         * read to its end there like any file renamed away.
+         */
+        private void followRenamedBeforeOpened(List<ScannedFile> missed, Set<Path> entries) {
+            missed.removeIf(file -> byKey.containsKey(file.key()));
+            if (missed.isEmpty()) return;
+            Set<FileKey> keys = missed.stream().map(ScannedFile::key).collect(Collectors.toSet());
+            Map<FileKey, Path> found = scanner.locate(keys, entries, keys);
+            for (ScannedFile file : missed) {
+                Path now = found.get(file.key());
+                if (now == null || byKey.containsKey(file.key())) continue;
+                Tail tail = Tail.start(new ScannedFile(now, now, file.key(), file.size()), null, false, shared);
+                if (tail == null) continue;
+                byKey.put(tail.key, tail);
+                tail.lostItsName();
+                tail.movedTo(now);
+            }
+        }
+
+        private void reconcile(ScannedFile file, boolean startup) {
+            Tail tail = byKey.get(file.key());
+            if (tail != null && tail.compressed && !tail.sameArchive(file)) {
+                // Archives do not grow: another archive got this inode (replaced by logrotate).
+                metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
+                tail.close();
+                byKey.remove(tail.key);
+                tail = null;
+            }
+            if (tail != null) tail.foundAt(file);
+            else startTail(file, null, startup);
+        }
+
+        /**
+         * Tails whose name no longer leads to them. One with an open handle reads on through it; one
+         * without is looked for under another name (the names just reported first, then at most one
+         * listing for all of them: never a listing per file), and dropped, its position kept, if
+         * it is gone.
+         */
+        private void settleLostNames(List<Tail> lost, Collection<Path> likelyEntries, boolean listForAll) {
+            Set<FileKey> plain = new HashSet<>();
+            for (Tail tail : lost) {
+                tail.lostItsName();
+                if (tail.compressed) {
+                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
+                    tail.close();
+                    byKey.remove(tail.key);
+                } else {
+                    plain.add(tail.key);
+                }
+            }
+            if (plain.isEmpty()) return;
+            // Even a tail reading on through its handle is told where its file went: its lines name
+            // the file they come from. Between ticks, the directory is listed for that only when a
+            // tail without a handle, which can go on nowhere else, is not among the names reported.
+            Set<FileKey> worthAListing = new HashSet<>();
+            for (FileKey key : plain) if (listForAll || !byKey.get(key).hasHandle()) worthAListing.add(key);
+            Map<FileKey, Path> found = scanner.locate(plain, likelyEntries, worthAListing);
+            for (FileKey key : plain) {
+                Tail tail = byKey.get(key);
+                Path now = found.get(key);
+                if (now != null) {
+                    tail.movedTo(now);
+                } else if (!tail.hasHandle()) {
+                    metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
+                    keepPosition(tail);
+                    byKey.remove(key);
+                }
+            }
+        }
+
+        /** A new file gets a tail that starts where its saved position (or --start-at) says. */
+        private void startTail(ScannedFile file, FileChannel pinned, boolean startup) {
+            Tail tail = file.isArchive() ? archives.start(file, byKey.values())
+                    : Tail.start(file, pinned, startup && settings.startAt() == StartAt.TAIL, shared);
+            if (tail != null) byKey.put(tail.key, tail);
+        }
+
+        /** The tails a watcher batch concerns, after bringing the table in line with the batch. */
+        Collection<Tail> changedSince(Watcher watcher) {
+            if (watcher == null) return List.of();
+            Set<FileKey> known = new HashSet<>(byKey.keySet());
+            for (Watcher.Pinned p : watcher.takePinned()) {
+                if (byKey.containsKey(p.file().key())) {
+                    Descriptors.closeQuietly(p.channel());
+                } else {
+                    startTail(p.file(), p.channel(), false);
+                }
+            }
+            Set<Path> entries = watcher.takeChanged();
+            Set<String> names = entries.stream().map(Path::toString).collect(Collectors.toSet());
+            Collection<Tail> lostNow = List.of();
+            if (watcher.takeNeedsRescan()) {
+                rescan(false); // events were dropped: only the whole directory tells what changed
+            } else {
+                lostNow = reconcileNamed(entries);
+            }
+            followRenamedBeforeOpened(watcher.takeRenamedBeforeOpened(), entries);
+            Set<Tail> due = new LinkedHashSet<>(lostNow);
+            for (Tail t : byKey.values()) {
+                // Renamed-away files read through a handle change under names we cannot map back, so
+                // they are always due; files just found are due too, as an overflow may have dropped
+                // their own events.
+                if ((t.renamedAwayOrDeleted() && t.hasHandle()) || names.contains(t.name()) || !known.contains(t.key)) {
+                    due.add(t);
+                }
+            }
+            due.removeIf(t -> !byKey.containsKey(t.key));
+            return due;
+        }
+
+        /** Renamed-away or deleted files are closed once they have been quiet for --rotate-wait. */
+        void closeQuietRotatedFiles() {
+            long quiet = settings.rotateWait().toNanos();
+            for (Iterator<Tail> it = byKey.values().iterator(); it.hasNext(); ) {
+                Tail tail = it.next();
+                if (tail.goneAndQuietFor(quiet)) {
+                    Log.debug("done with " + tail.name() + " (renamed away or deleted, and quiet)");
+                    metrics.unread(Metrics.Unread.UNFINISHED_LINE, tail.unreadBytes());
+                    keepPosition(tail);
+                    tail.close();
+                    it.remove();
+                    metrics.followOnly(byKey.keySet());
+                }
+            }
+        }
+
+        /** A finished tail's position is kept: a restart or its compressed copy may still need it. */
+        private void keepPosition(Tail tail) {
+            positions.put(tail.entry());
+            positionsChanged = true;
+        }
     }
 
     // =============================================================================================
