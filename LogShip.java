@@ -2784,33 +2784,6 @@ public class LogShip implements Callable<Integer> {
             long offset() { return checkpoint.offset(); }
         }
 
-        /**
-         * The columns of a row, in file order: writing and reading both go through this one table.
-         * KIND is "file" for a live entry and "gone" for a retired one. NAME is last because it may
-         * hold spaces; v1 wrote the whole path there, of which only the name is kept.
-         */
-        enum Column {
-            KIND(1), DEVICE(1), INODE(1), OFFSET(1), FINGERPRINT_LENGTH(1), FINGERPRINT_CRC(1), MARKER_LENGTH(1),
-            MARKER_CRC(1), LAST_SEEN_MILLIS(1), SKIPPING_LONG_LINE(1), COMPRESSED(1), BORN(2, "0"), NAME(1);
-
-            static final int COUNT = values().length;
-            /** The format version that added this column, and its value in rows written before. */
-            final int since;
-            final String before;
-
-            Column(int since) { this(since, null); }
-
-            Column(int since, String before) {
-                this.since = since;
-                this.before = before;
-            }
-
-            /** The columns a file of this version has, in file order. */
-            static List<Column> of(int version) {
-                return Arrays.stream(values()).filter(c -> c.since <= version).toList();
-            }
-        }
-
         private final Path file;
         private final Map<FileKey, Entry> entries = new LinkedHashMap<>();
         /**
@@ -2862,7 +2835,7 @@ public class LogShip implements Callable<Integer> {
             long bytes = 0;
             Set<Entry> evicted = new HashSet<>();
             for (Entry e : gone) {
-                bytes += rowOf("gone", e).length() + 1;
+                bytes += PositionRow.rowOf("gone", e).length() + 1;
                 if (bytes > GONE_ROWS_BYTES) evicted.add(e);
             }
             if (evicted.isEmpty()) return forgot;
@@ -2922,7 +2895,7 @@ public class LogShip implements Callable<Integer> {
                 String header = reader.readLine();
                 int version = HEADER.equals(header) ? VERSION : HEADER_V1.equals(header) ? 1 : 0;
                 if (version == 0) throw new IOException("not a " + HEADER + " file");
-                List<Column> layout = Column.of(version);
+                List<PositionRow.Column> layout = PositionRow.Column.of(version);
                 String row;
                 while ((row = reader.readLine()) != null) {
                     if (row.startsWith("end ")) {
@@ -2938,15 +2911,74 @@ public class LogShip implements Callable<Integer> {
                     if (fields.length != layout.size() || !(kind.equals("file") || kind.equals("gone"))) {
                         throw new IOException("bad row: " + row);
                     }
-                    Entry entry = entryOf(current(fields, layout));
+                    Entry entry = PositionRow.entryOf(PositionRow.current(fields, layout));
                     if (kind.equals("file")) live.put(entry.key(), entry); else gone.add(entry);
                 }
             }
             throw new IOException("no end line: the file was cut short");
         }
 
+        /**
+         * Temp file, fsync, rename, fsync the directory: at every instant the path holds either the
+         * old complete file or the new complete file, so a crash never leaves a torn positions file.
+         */
+        void save() throws IOException {
+            if (file == null) return;
+            StringBuilder text = new StringBuilder(HEADER).append('\n');
+            for (Entry e : entries.values()) text.append(PositionRow.rowOf("file", e)).append('\n');
+            for (Entry e : retired) text.append(PositionRow.rowOf("gone", e)).append('\n');
+            text.append("end ").append(entries.size() + retired.size()).append('\n');
+            Path temp = tempFile();
+            try (FileChannel out = FileChannel.open(temp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                    StandardOpenOption.TRUNCATE_EXISTING)) {
+                ByteBuffer bytes = ByteBuffer.wrap(text.toString().getBytes(StandardCharsets.UTF_8));
+                while (bytes.hasRemaining()) out.write(bytes);
+                out.force(true);
+            }
+            Files.move(temp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+            try (FileChannel dir = FileChannel.open(file.getParent(), StandardOpenOption.READ)) {
+                dir.force(true);
+            } catch (IOException e) {
+                // not every file system lets a directory be synced; the rename itself is still atomic
+            }
+        }
+
+    }
+
+    /**
+     * One row of the positions file, both ways: the columns in file order, each field written and
+     * read (and range-checked) through the one table, so reading and writing cannot drift apart.
+     */
+    static final class PositionRow {
+        /**
+         * The columns of a row, in file order: writing and reading both go through this one table.
+         * KIND is "file" for a live entry and "gone" for a retired one. NAME is last because it may
+         * hold spaces; v1 wrote the whole path there, of which only the name is kept.
+         */
+        enum Column {
+            KIND(1), DEVICE(1), INODE(1), OFFSET(1), FINGERPRINT_LENGTH(1), FINGERPRINT_CRC(1), MARKER_LENGTH(1),
+            MARKER_CRC(1), LAST_SEEN_MILLIS(1), SKIPPING_LONG_LINE(1), COMPRESSED(1), BORN(2, "0"), NAME(1);
+
+            static final int COUNT = values().length;
+            /** The format version that added this column, and its value in rows written before. */
+            final int since;
+            final String before;
+
+            Column(int since) { this(since, null); }
+
+            Column(int since, String before) {
+                this.since = since;
+                this.before = before;
+            }
+
+            /** The columns a file of this version has, in file order. */
+            static List<Column> of(int version) {
+                return Arrays.stream(values()).filter(c -> c.since <= version).toList();
+            }
+        }
+
         /** A row of an older format as a current one: the columns it lacks get their earlier value. */
-        private static String[] current(String[] fields, List<Column> layout) {
+        static String[] current(String[] fields, List<Column> layout) {
             String[] now = new String[Column.COUNT];
             for (Column c : Column.values()) now[c.ordinal()] = c.before;
             for (int i = 0; i < layout.size(); i++) now[layout.get(i).ordinal()] = fields[i];
@@ -2958,7 +2990,7 @@ public class LogShip implements Callable<Integer> {
          * negative offset, a checksum over more bytes than we ever take) makes the whole file
          * corrupt, because acting on it would crash every start.
          */
-        private static Entry entryOf(String[] fields) throws IOException {
+        static Positions.Entry entryOf(String[] fields) throws IOException {
             long offset = field(fields, Column.OFFSET, 0, Long.MAX_VALUE);
             int markerLength = (int) field(fields, Column.MARKER_LENGTH, 0, Math.min(Marker.SIZE, offset));
             Checkpoint checkpoint = new Checkpoint(
@@ -2966,7 +2998,7 @@ public class LogShip implements Callable<Integer> {
                             field(fields, Column.FINGERPRINT_CRC, 0, CRC_MAX)),
                     offset, field(fields, Column.SKIPPING_LONG_LINE, 0, 1) == 1,
                     new Marker(markerLength, field(fields, Column.MARKER_CRC, 0, CRC_MAX)));
-            return new Entry(new FileKey(field(fields, Column.DEVICE, Long.MIN_VALUE, Long.MAX_VALUE),
+            return new Positions.Entry(new FileKey(field(fields, Column.DEVICE, Long.MIN_VALUE, Long.MAX_VALUE),
                     field(fields, Column.INODE, Long.MIN_VALUE, Long.MAX_VALUE)),
                     field(fields, Column.COMPRESSED, 0, 1) == 1, checkpoint,
                     field(fields, Column.LAST_SEEN_MILLIS, 0, Long.MAX_VALUE),
@@ -3002,7 +3034,7 @@ public class LogShip implements Callable<Integer> {
                     + min + ".." + max);
         }
 
-        private static String rowOf(String kind, Entry e) {
+        static String rowOf(String kind, Positions.Entry e) {
             String[] fields = new String[Column.COUNT];
             fields[Column.KIND.ordinal()] = kind;
             fields[Column.DEVICE.ordinal()] = Long.toString(e.key().device());
@@ -3018,31 +3050,6 @@ public class LogShip implements Callable<Integer> {
             fields[Column.BORN.ordinal()] = Long.toString(e.born());
             fields[Column.NAME.ordinal()] = escape(String.valueOf(e.path().getFileName()));
             return String.join(" ", fields);
-        }
-
-        /**
-         * Temp file, fsync, rename, fsync the directory: at every instant the path holds either the
-         * old complete file or the new complete file, so a crash never leaves a torn positions file.
-         */
-        void save() throws IOException {
-            if (file == null) return;
-            StringBuilder text = new StringBuilder(HEADER).append('\n');
-            for (Entry e : entries.values()) text.append(rowOf("file", e)).append('\n');
-            for (Entry e : retired) text.append(rowOf("gone", e)).append('\n');
-            text.append("end ").append(entries.size() + retired.size()).append('\n');
-            Path temp = tempFile();
-            try (FileChannel out = FileChannel.open(temp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                    StandardOpenOption.TRUNCATE_EXISTING)) {
-                ByteBuffer bytes = ByteBuffer.wrap(text.toString().getBytes(StandardCharsets.UTF_8));
-                while (bytes.hasRemaining()) out.write(bytes);
-                out.force(true);
-            }
-            Files.move(temp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-            try (FileChannel dir = FileChannel.open(file.getParent(), StandardOpenOption.READ)) {
-                dir.force(true);
-            } catch (IOException e) {
-                // not every file system lets a directory be synced; the rename itself is still atomic
-            }
         }
 
         private static String escape(String path) {

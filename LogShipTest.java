@@ -2566,8 +2566,8 @@ public class LogShipTest {
             for (String row : Files.readAllLines(state())) {
                 if (row.startsWith("logship-positions")) row = "logship-positions v1";
                 if (row.startsWith("file ")) {
-                    List<String> fields = new ArrayList<>(Arrays.asList(row.split(" ", LogShip.Positions.Column.COUNT)));
-                    fields.remove(LogShip.Positions.Column.BORN.ordinal());
+                    List<String> fields = new ArrayList<>(Arrays.asList(row.split(" ", LogShip.PositionRow.Column.COUNT)));
+                    fields.remove(LogShip.PositionRow.Column.BORN.ordinal());
                     fields.set(fields.size() - 1, log.toString());
                     row = String.join(" ", fields);
                 }
@@ -2607,11 +2607,11 @@ public class LogShipTest {
         }
 
         /** Rewrites one field of every row of the positions file, through the program's own row table. */
-        void setField(LogShip.Positions.Column column, String value) throws IOException {
+        void setField(LogShip.PositionRow.Column column, String value) throws IOException {
             List<String> rows = new ArrayList<>();
             for (String row : Files.readAllLines(state())) {
                 if (row.startsWith("file ") || row.startsWith("gone ")) {
-                    String[] fields = row.split(" ", LogShip.Positions.Column.COUNT);
+                    String[] fields = row.split(" ", LogShip.PositionRow.Column.COUNT);
                     fields[column.ordinal()] = value;
                     row = String.join(" ", fields);
                 }
@@ -2632,7 +2632,7 @@ public class LogShipTest {
             InProcess first = new InProcess(logs(), "--state", state().toString()).start();
             assertEquals(numbered("line", 0, 100), first.poll());
             first.shipper.savePositions();
-            setField(LogShip.Positions.Column.valueOf(column), value);
+            setField(LogShip.PositionRow.Column.valueOf(column), value);
             InProcess second = new InProcess(logs(), "--state", state().toString()).start();
             assertEquals(numbered("line", 0, 100), second.poll(), "without trustworthy positions, from the start");
             assertTrue(Files.exists(state().resolveSibling("positions.corrupt")), "moved aside");
@@ -2642,7 +2642,7 @@ public class LogShipTest {
         void aNegativeSavedOffsetNeitherCrashesTheProcessNorPrintsAStackTrace() throws IOException {
             append(logs().resolve("a.log"), numbered("line", 0, 10));
             assertEquals(numbered("line", 0, 10), shipOnce(env()));
-            setField(LogShip.Positions.Column.OFFSET, "-40");
+            setField(LogShip.PositionRow.Column.OFFSET, "-40");
             Shipped run = Shipped.start(env(), "--once");
             assertEquals(0, run.awaitExit(), run::stderr);
             assertEquals(numbered("line", 0, 10), run.stdout());
