@@ -119,14 +119,16 @@ import picocli.CommandLine.Option;
  *   Wiring         main() and call(): build the parts, run the loop, return the exit code
  *   The loop       Shipper: its follow() is the table of contents of the periodic jobs
  *                  (rescan, poll, close quiet rotated files, forget, save); Ticker says when each is due
+ *   Tails          the files followed, kept in line with the directory by rescans and event batches
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
- *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself
+ *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself;
+ *                  Checkpoint.startOf decides where a new one starts
  *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
  *                  Marker (bytes before the offset)
  *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
  *   Output         Sink: stdout, raw or JSON; an offset moves only after stdout accepted the bytes before it
- *   Positions      the positions file: versioned rows, written by temp file, fsync, rename; bounded;
- *                  PositionsLock (one shipper per positions file)
+ *   Positions      the positions file: versioned rows (PositionRow), written by temp file, fsync,
+ *                  rename; bounded; PositionsLock (one shipper per positions file)
  *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
  *   Shutdown       SIGTERM/SIGINT, the shutdown hook, the bounded drain
  *   Observability  Metrics: what the loop publishes (counters, lag per file, heartbeat); Http: /metrics,
@@ -134,7 +136,8 @@ import picocli.CommandLine.Option;
  *   Diagnostics    Log: stderr only, one line each
  * </pre>
  * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Descriptors
- * (the open-file budget for thousands of files) and inode reuse (Positions.retire).
+ * (the open-file budget for thousands of files, and the one bounded open path), inode reuse
+ * (Births, Positions.retire) and the watcher's pinning of short-lived files.
  */
 @Command(name = "logship", mixinStandardHelpOptions = true, versionProvider = LogShip.Version.class,
         sortOptions = false, usageHelpAutoWidth = true,
@@ -1394,6 +1397,41 @@ public class LogShip implements Callable<Integer> {
         }
 
         /**
+         * Where a new tail starts, as one decision (after Vector's checkpoint-or-fallback): its saved
+         * checkpoint if that still describes this file, else the last line with --start-at tail for a
+         * file found at startup, else byte 0. A saved row that turns out to be another file's (a
+         * reused inode) is retired, so a compressed copy of that file is still recognised.
+         */
+        static Checkpoint startOf(String name, FileKey key, long born, FileChannel channel, boolean startAtEnd,
+                                  Tail.Shared shared) throws IOException {
+            Positions.Entry saved = shared.positions().get(key);
+            long size = channel.size();
+            Checkpoint from = START;
+            if (saved != null && !Births.same(saved.born(), born)) {
+                // Same inode, maybe the same first bytes too (a new file written like the old one):
+                // only its birth tells, and without that check its lines up to the offset were lost.
+                Log.debug(name + " has the inode of " + saved.path().getFileName()
+                        + " but was created after it: a new file, read from the start");
+                shared.positions().retire(key);
+            } else if (saved != null && !saved.compressed() && saved.fingerprint().matches(channel)) {
+                Checkpoint was = saved.checkpoint();
+                if (size >= was.offset() && was.marker().stillBefore(channel, was.offset())) {
+                    from = was;
+                    Log.debug("resuming " + name + " at byte " + was.offset());
+                } else {
+                    Log.warn(name + " was truncated since its position was saved; reading it from the start");
+                }
+            } else if (saved != null) {
+                Log.debug(name + " has the inode of " + saved.path().getFileName()
+                        + " but other first bytes: a new file, read from the start");
+                shared.positions().retire(key);
+            } else if (startAtEnd) {
+                from = atLastLine(channel, size, shared.maxLineBytes());
+            }
+            return from.withFingerprint(Fingerprint.read(channel));
+        }
+
+        /**
          * With --start-at tail: the start of the last, unfinished line, or the end if all lines are
          * whole; inside a cut line when the last one is longer than the limit.
          */
@@ -1483,7 +1521,8 @@ public class LogShip implements Callable<Integer> {
             FileChannel channel = pinned != null ? pinned : tail.open();
             if (channel == null) return null;
             try {
-                tail.at = tail.startingPoint(channel, startAtEnd);
+                tail.born = shared.births().of(tail.source, tail.key);
+                tail.at = Checkpoint.startOf(tail.name(), tail.key, tail.born, channel, startAtEnd, shared);
                 tail.size = file.size();
                 tail.sample();
                 Log.debug("following " + tail.name() + " from byte " + tail.at.offset());
@@ -1503,35 +1542,6 @@ public class LogShip implements Callable<Integer> {
             tail.archiveModifiedMicros = modifiedMicros(file.path());
             tail.at = Checkpoint.START.withFingerprint(headOfContent);
             return tail;
-        }
-
-        private Checkpoint startingPoint(FileChannel channel, boolean startAtEnd) throws IOException {
-            Positions.Entry saved = shared.positions().get(key);
-            long size = channel.size();
-            born = shared.births().of(path, key);
-            Checkpoint from = Checkpoint.START;
-            if (saved != null && !Births.same(saved.born(), born)) {
-                // Same inode, maybe the same first bytes too (a new file written like the old one):
-                // only its birth tells, and without that check its lines up to the offset were lost.
-                Log.debug(name() + " has the inode of " + saved.path().getFileName()
-                        + " but was created after it: a new file, read from the start");
-                shared.positions().retire(key);
-            } else if (saved != null && !saved.compressed() && saved.fingerprint().matches(channel)) {
-                Checkpoint was = saved.checkpoint();
-                if (size >= was.offset() && was.marker().stillBefore(channel, was.offset())) {
-                    from = was;
-                    Log.debug("resuming " + name() + " at byte " + was.offset());
-                } else {
-                    Log.warn(name() + " was truncated since its position was saved; reading it from the start");
-                }
-            } else if (saved != null) {
-                Log.debug(name() + " has the inode of " + saved.path().getFileName()
-                        + " but other first bytes: a new file, read from the start");
-                shared.positions().retire(key);
-            } else if (startAtEnd) {
-                from = Checkpoint.atLastLine(channel, size, shared.maxLineBytes());
-            }
-            return from.withFingerprint(Fingerprint.read(channel));
         }
 
         String name() { return path.getFileName().toString(); }
