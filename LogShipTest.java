@@ -2887,8 +2887,8 @@ public class LogShipTest {
             // could end only there would read 64 MB before another file got its turn.
             byte[] data = ("x".repeat(1000) + "\n").repeat(20_000).getBytes(StandardCharsets.US_ASCII);
             LogShip.ByteSource source = (into, position) -> {
-                int n = (int) Math.min(into.length, data.length - position);
-                System.arraycopy(data, (int) position, into, 0, Math.max(n, 0));
+                int n = (int) Math.min(into.remaining(), data.length - position);
+                into.put(data, (int) position, Math.max(n, 0));
                 return n;
             };
             LogShip.Sink sink = new LogShip.Sink(new ByteArrayOutputStream(), settings(Map.of("LOG_DIRECTORY",
