@@ -57,11 +57,17 @@ run() {
   end=$(date +%s.%N)
   echo "$(echo "$end - $start" | bc) $(cat "$work/rss")"
 }
-logship() { "$java" "$@" -jar "$work/logship.jar" -d "$data/logs" --once -q; }
+# LogShip with the JVM flags given first (a word list: none, or the image's), then its own options.
+logship() {
+  local flags=$1
+  shift
+  # shellcheck disable=SC2086
+  echo "$java" $flags -jar "$work/logship.jar" -d "$data/logs" --once -q "$@"
+}
 
 # What is measured must be right first: raw output is the file byte for byte, JSON one object a line.
-[[ $(logship | md5sum) == $(md5sum <"$log") ]] || { echo "raw output differs from the file" >&2; exit 1; }
-[[ $(logship --format json | wc -l) == "$lines" ]] || { echo "JSON output is not one line per line" >&2; exit 1; }
+[[ $($(logship "") | md5sum) == $(md5sum <"$log") ]] || { echo "raw output differs from the file" >&2; exit 1; }
+[[ $($(logship "" --format json) | wc -l) == "$lines" ]] || { echo "JSON output is not one line per line" >&2; exit 1; }
 
 names=(cat tail raw json raw-image json-image)
 declare -A times rss
@@ -70,12 +76,10 @@ for round in $(seq 1 "$rounds"); do
     case $name in
       cat) result=$(run sh -c "cat '$log' | cat") ;;
       tail) result=$(run tail -n+1 "$log") ;;
-      raw) result=$(run logship) ;;
-      json) result=$(run logship --format json) ;;
-      # shellcheck disable=SC2086
-      raw-image) result=$(run "$java" $image_flags -jar "$work/logship.jar" -d "$data/logs" --once -q) ;;
-      # shellcheck disable=SC2086
-      json-image) result=$(run "$java" $image_flags -jar "$work/logship.jar" -d "$data/logs" --once -q --format json) ;;
+      raw) result=$(run $(logship "")) ;;
+      json) result=$(run $(logship "" --format json)) ;;
+      raw-image) result=$(run $(logship "$image_flags")) ;;
+      json-image) result=$(run $(logship "$image_flags" --format json)) ;;
     esac
     times[$name]+="${result% *} "
     rss[$name]+="${result#* } "
