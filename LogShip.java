@@ -4,12 +4,10 @@
 //DEPS io.prometheus:prometheus-metrics-core:1.10.0
 //DEPS io.prometheus:prometheus-metrics-exporter-httpserver:1.10.0
 
-import java.io.BufferedOutputStream;
 import java.io.Closeable;
 import java.io.EOFException;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
-import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -22,9 +20,14 @@ import java.lang.reflect.InvocationTargetException;
 import java.math.BigDecimal;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.CharBuffer;
 import java.nio.channels.Channels;
 import java.nio.channels.FileChannel;
 import java.nio.channels.OverlappingFileLockException;
+import java.nio.channels.WritableByteChannel;
+import java.nio.charset.CharsetDecoder;
+import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.ClosedWatchServiceException;
@@ -82,6 +85,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.concurrent.locks.LockSupport;
 import java.util.function.BooleanSupplier;
 import java.util.function.LongSupplier;
 import java.util.function.Supplier;
@@ -659,7 +663,8 @@ public class LogShip implements Callable<Integer> {
             // The loop sleeps on the wakeup; the watcher and the signal handlers both ring it.
             Wakeup wakeup = new Wakeup();
             Shutdown shutdown = new Shutdown(settings.drainTimeout(), wakeup);
-            Sink sink = new Sink(new FileOutputStream(FileDescriptor.out), settings, metrics);
+            // A channel, not a stream: it says how much a non-blocking stdout took.
+            Sink sink = new Sink(new FileOutputStream(FileDescriptor.out).getChannel(), settings, metrics);
             Shipper shipper = new Shipper(settings, sink, shutdown, wakeup, Positions.open(settings.stateFile()),
                     metrics);
             if (!settings.once()) shutdown.install();
@@ -1646,7 +1651,7 @@ public class LogShip implements Callable<Integer> {
                 noLineEndBefore = 0;
             }
             sample();
-            ByteSource bytes = (into, position) -> file.read(ByteBuffer.wrap(into), position);
+            ByteSource bytes = file::read;
             if (size <= at.offset() || stillTheSamePartialLine(bytes, size, turn)) {
                 idle();
                 return false;
@@ -2117,28 +2122,29 @@ public class LogShip implements Callable<Integer> {
         private final InputStream inflated;
         private byte[] kept = new byte[0];
         private int keptFrom;
+        private byte[] scratch = new byte[0];
 
         ArchiveStream(InputStream inflated) { this.inflated = inflated; }
 
         void skip(long bytes) throws IOException { inflated.skipNBytes(bytes); }
 
         @Override
-        public int read(byte[] into, long position) throws IOException {
-            if (keptFrom < kept.length) {
-                int n = Math.min(into.length, kept.length - keptFrom);
-                System.arraycopy(kept, keptFrom, into, 0, n);
-                keptFrom += n;
-                return n;
-            }
-            return inflated.readNBytes(into, 0, into.length);
+        public int read(ByteBuffer into, long position) throws IOException {
+            int n = Math.min(into.remaining(), kept.length - keptFrom);
+            into.put(kept, keptFrom, n);
+            keptFrom += n;
+            if (scratch.length < into.remaining()) scratch = new byte[into.remaining()];
+            int inflatedBytes = inflated.readNBytes(scratch, 0, into.remaining());
+            into.put(scratch, 0, inflatedBytes);
+            return n + inflatedBytes;
         }
 
         @Override
-        public void unread(byte[] bytes, int from, int length) {
+        public void unread(ByteBuffer bytes) {
             byte[] rest = Arrays.copyOfRange(kept, keptFrom, kept.length);
-            kept = new byte[length + rest.length];
-            System.arraycopy(bytes, from, kept, 0, length);
-            System.arraycopy(rest, 0, kept, length, rest.length);
+            kept = new byte[bytes.remaining() + rest.length];
+            System.arraycopy(rest, 0, kept, bytes.remaining(), rest.length);
+            bytes.get(kept, 0, bytes.remaining());
             keptFrom = 0;
         }
 
@@ -2437,27 +2443,35 @@ public class LogShip implements Callable<Integer> {
 
     /** Where a LineReader gets bytes from: positional reads for plain files, a stream for archives. */
     interface ByteSource {
-        int read(byte[] into, long position) throws IOException;
+        /** Reads into {@code into} from its position up to its limit; fewer than 1 byte read is the end. */
+        int read(ByteBuffer into, long position) throws IOException;
 
         /**
-         * Takes back bytes read but not used, to be read again first. Positional sources read them
-         * again by position anyway; a stream (an archive) must keep them.
+         * Takes back the bytes read but not used (those between the buffer's position and limit), to
+         * be read again first. Positional sources read them again by position anyway; a stream (an
+         * archive) must keep them.
          */
-        default void unread(byte[] bytes, int from, int length) {}
+        default void unread(ByteBuffer bytes) {}
     }
 
     /**
-     * Splits bytes into lines and writes whole lines to the sink. A line longer than the limit is cut
+     * Splits bytes into lines and hands whole lines to the sink. A line longer than the limit is cut
      * at the limit and its rest dropped. A line still missing its newline at the end of the data is
      * not shipped: the offset stays at its start and it is read again once more bytes arrive. One
-     * instance serves every file, one turn at a time, so memory is one chunk plus one line, however
-     * many files there are.
+     * instance serves every file, one turn at a time, so memory is a few chunks plus one line,
+     * however many files there are.
+     *
+     * <p>The whole lines of a chunk go to the sink as one range, not one by one (raw output writes
+     * that range as it is); only a line that spans chunks, or is cut, is copied into the line
+     * buffer. A line that starts in a chunk but does not end there is read again from its start
+     * with the next chunk, so it rarely spans one.
      */
     static final class LineReader {
-        static final int CHUNK = 64 * 1024;
-        private final byte[] chunk = new byte[CHUNK];
+        static final int CHUNK = Sink.BUFFER_BYTES;
         private byte[] line = new byte[8 * 1024];
         private final int maxLineBytes;
+        /** hasNewline's own chunk: it runs between turns, with no sink at hand. */
+        private ByteBuffer probe;
         // The turn in progress.
         private Sink sink;
         private Sink.Origin origin;
@@ -2465,6 +2479,9 @@ public class LogShip implements Callable<Integer> {
         private int lineLength;
         private boolean skipping;
         private boolean stopAtLineEnd;
+        /** The turn's bytes are read once a line ends here or past it. */
+        private long stopAt;
+        private boolean turnEnded;
         private long lines;
         private long cut;
         /** Every byte read, for the cost of reading to be measured. */
@@ -2474,11 +2491,13 @@ public class LogShip implements Callable<Integer> {
 
         /** Whether [from, to) holds a line end: only the new bytes of a line still being written. */
         boolean hasNewline(ByteSource source, long from, long to) throws IOException {
+            if (probe == null) probe = Sink.directBuffer();
             for (long position = from; position < to; ) {
-                int n = source.read(chunk, position);
+                probe.clear();
+                int n = source.read(probe, position);
                 if (n <= 0) return false;
                 bytesRead += n;
-                if (indexOfNewline(chunk, 0, (int) Math.min(n, to - position)) >= 0) return true;
+                if (indexOfNewline(probe, 0, (int) Math.min(n, to - position)) >= 0) return true;
                 position += n;
             }
             return false;
@@ -2501,6 +2520,7 @@ public class LogShip implements Callable<Integer> {
             long startNanos = System.nanoTime();
             boolean moreToRead = false;
             stopAtLineEnd = false;
+            stopAt = start + turn.bytes() < start ? Long.MAX_VALUE : start + turn.bytes();
             while (true) {
                 stopAtLineEnd = position - start >= turn.bytes() || System.nanoTime() - startNanos >= turn.nanos()
                         || turn.mustStop().getAsBoolean();
@@ -2508,13 +2528,20 @@ public class LogShip implements Callable<Integer> {
                     moreToRead = true;
                     break;
                 }
-                int n = source.read(chunk, position);
-                if (n <= 0) break;
-                bytesRead += n;
-                int used = split(position, n);
+                ByteBuffer chunk = sink.buffer();
+                int n;
+                int used;
+                try {
+                    n = source.read(chunk, position);
+                    if (n <= 0) break;
+                    bytesRead += n;
+                    used = split(chunk, position, n);
+                    if (used < n) source.unread(chunk.limit(n).position(used));
+                } finally {
+                    sink.release(chunk);
+                }
                 position += used;
-                if (used < n) {
-                    source.unread(chunk, used, n - used);
+                if (turnEnded) {
                     moreToRead = true;
                     break;
                 }
@@ -2528,33 +2555,55 @@ public class LogShip implements Callable<Integer> {
 
         /**
          * Splits the chunk just read at {@code chunkStart} into lines; returns how many of its bytes
-         * were used, fewer than n when the turn ended at a line end inside it.
+         * were used: fewer than n when the turn ended at a line end inside it, or when a line starts
+         * in it but does not end there (read again from its start with the next chunk).
          */
-        private int split(long chunkStart, int n) throws StdoutFailed {
+        private int split(ByteBuffer chunk, long chunkStart, int n) throws StdoutFailed {
+            turnEnded = false;
             int i = 0;
+            // A run of whole lines not yet handed to the sink: [runFrom, i), runLines of them.
+            int runFrom = 0;
+            long runLines = 0;
             while (i < n) {
                 int newline = indexOfNewline(chunk, i, n);
                 boolean lineEnds = newline >= 0;
-                int end = lineEnds ? newline : n;
-                long after = chunkStart + (lineEnds ? newline + 1 : n);
-                if (skipping) {
-                    // The rest of a cut line: dropped up to and including its newline.
-                    skipping = !lineEnds;
-                    committed = after;
+                if (lineEnds && lineLength == 0 && !skipping && newline - i <= maxLineBytes) {
+                    if (runLines++ == 0) runFrom = i;
+                    committed = chunkStart + newline + 1;
                 } else {
-                    collect(i, end, lineEnds, after);
+                    if (runLines > 0) shipRun(chunk, runFrom, i, chunkStart + runFrom, runLines);
+                    runLines = 0;
+                    if (!lineEnds && i > 0 && lineLength == 0 && !skipping) return i;
+                    int end = lineEnds ? newline : n;
+                    long after = chunkStart + (lineEnds ? newline + 1 : n);
+                    if (skipping) {
+                        // The rest of a cut line: dropped up to and including its newline.
+                        skipping = !lineEnds;
+                        committed = after;
+                    } else {
+                        collect(chunk, i, end, lineEnds, after);
+                    }
                 }
                 i = lineEnds ? newline + 1 : n;
-                if (lineEnds && stopAtLineEnd) return i;
+                if (lineEnds && (stopAtLineEnd || chunkStart + i >= stopAt)) {
+                    turnEnded = true;
+                    break;
+                }
             }
-            return n;
+            if (runLines > 0) shipRun(chunk, runFrom, i, chunkStart + runFrom, runLines);
+            return i;
+        }
+
+        private void shipRun(ByteBuffer chunk, int from, int to, long start, long count) throws StdoutFailed {
+            sink.lines(origin, chunk, from, to, start, count);
+            lines += count;
         }
 
         /** Adds chunk[from, to) to the line; ships it when it ends or reaches the limit. */
-        private void collect(int from, int to, boolean lineEnds, long after) throws StdoutFailed {
+        private void collect(ByteBuffer chunk, int from, int to, boolean lineEnds, long after) throws StdoutFailed {
             int room = maxLineBytes - lineLength;
             int length = to - from;
-            append(from, Math.min(room, length));
+            append(chunk, from, Math.min(room, length));
             if (length > room) {
                 ship(true);
                 skipping = !lineEnds;
@@ -2573,21 +2622,35 @@ public class LogShip implements Callable<Integer> {
             lineLength = 0;
         }
 
-        private void append(int from, int length) {
+        private void append(ByteBuffer chunk, int from, int length) {
             if (lineLength + length > line.length) {
                 int grown = (int) Math.min(maxLineBytes, Math.max((long) line.length * 2, lineLength + length));
                 line = Arrays.copyOf(line, grown);
             }
-            System.arraycopy(chunk, from, line, lineLength, length);
+            chunk.get(from, line, lineLength, length);
             lineLength += length;
         }
 
-        private static int indexOfNewline(byte[] bytes, int from, int to) {
-            for (int i = from; i < to; i++) {
-                if (bytes[i] == '\n') return i;
+        private static final long NEWLINES = 0x0A0A0A0A0A0A0A0AL;
+
+        /**
+         * The first '\n' in bytes[from, to), 8 bytes at a time (the buffer is little-endian, so the
+         * lowest flagged byte is the first; a false flag can only sit above a true one).
+         */
+        static int indexOfNewline(ByteBuffer bytes, int from, int to) {
+            int i = from;
+            for (; i + Long.BYTES <= to; i += Long.BYTES) {
+                long found = zeroBytes(bytes.getLong(i) ^ NEWLINES);
+                if (found != 0) return i + (Long.numberOfTrailingZeros(found) >>> 3);
+            }
+            for (; i < to; i++) {
+                if (bytes.get(i) == '\n') return i;
             }
             return -1;
         }
+
+        /** The high bit of each byte of x that is zero (exact for the lowest such byte). */
+        static long zeroBytes(long x) { return (x - 0x0101010101010101L) & ~x & 0x8080808080808080L; }
     }
 
     // =============================================================================================
@@ -2595,14 +2658,32 @@ public class LogShip implements Callable<Integer> {
     // =============================================================================================
 
     /**
-     * Writes whole lines to stdout through one buffer. flush() returning means stdout accepted
-     * every byte handed over so far: tails commit offsets only after it, so a saved position never
-     * covers a line stdout has not accepted. (A writer thread could sit behind this seam: flush()
-     * would then wait until the writer has written what was queued.)
+     * Writes whole lines to stdout. A writer thread does the writing, so reading the next chunk and
+     * writing the last one overlap; the loop fills buffers from a small fixed pool and queues them.
+     * flush() returning means stdout accepted every byte handed over so far: tails commit offsets
+     * only after it, so a saved position never covers a line stdout has not accepted, and the
+     * shipped counters move only there. Raw lines are written from the chunk they were read into;
+     * JSON is escaped straight into a pool buffer, with no String per line.
      */
     static final class Sink {
         /** The file lines come from, with what the format writes for it prepared once. */
         record Origin(Path path, byte[] jsonFields) {}
+
+        /** A write for the writer thread, and the buffer it hands back to the pool once done (or null). */
+        private record Write(ByteBuffer data, long lines, long cut, ByteBuffer recycle) {}
+
+        /**
+         * Buffers are direct: a heap buffer written to a channel is first copied into a temporary
+         * direct one (cached per thread, counted against -XX:MaxDirectMemorySize), and FileOutputStream
+         * copies too. Eight of 128 KiB: the reader's chunk, the block being filled, and six queued.
+         */
+        static final int BUFFER_BYTES = 128 * 1024;
+        static final int BUFFERS = 8;
+        /** The writer thread ends after this long without work; the next write starts another. */
+        static final long WRITER_IDLE_MILLIS = 10_000;
+        /** A non-blocking stdout that is full (EAGAIN) is tried again after this, doubling up to the most. */
+        static final long FULL_PAUSE_NANOS = 100_000;
+        static final long FULL_PAUSE_MOST_NANOS = 20_000_000;
 
         private static final byte[] JSON_START = "{\"message\":\"".getBytes(StandardCharsets.US_ASCII);
         private static final byte[] JSON_OFFSET = "\",\"log.offset\":".getBytes(StandardCharsets.US_ASCII);
@@ -2611,21 +2692,46 @@ public class LogShip implements Callable<Integer> {
         private static final DateTimeFormatter RFC_3339 =
                 DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'", Locale.ROOT).withZone(ZoneOffset.UTC);
         private static final char[] HEX = "0123456789abcdef".toCharArray();
-        private final OutputStream out;
+        private static final byte[] HEX_BYTES = "0123456789abcdef".getBytes(StandardCharsets.US_ASCII);
+        private final WritableByteChannel out;
         private final Format format;
         private final boolean timestamp;
         /** The k8s.* fields, the same for every line: written once here and copied into each origin. */
         private final String resourceFields;
         private final Metrics metrics;
+        /** Lines stdout accepted, as of the last flush. */
         long lines;
-        private long bytes;
-        private long cut;
+        // The loop's side: the block being filled with copied lines or JSON, and what it holds.
+        private ByteBuffer block;
+        private long blockLines;
+        private long blockCut;
+        /** The reader's chunk has ranges queued for writing: it goes back to the pool behind them. */
+        private boolean chunkQueued;
         // The timestamp is formatted again only when the millisecond changed.
         private long stampMillis = -1;
         private byte[] stamp;
+        // Invalid UTF-8 is decoded as the JDK decodes it (String's rules), a piece at a time.
+        private final CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
+                .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
+        private final CharBuffer decoded = CharBuffer.allocate(4096);
+        // Shared with the writer thread, guarded by this.
+        private final ArrayDeque<ByteBuffer> free = new ArrayDeque<>();
+        private int allocated;
+        private final ArrayDeque<Write> queue = new ArrayDeque<>();
+        private long queued;
+        private long written;
+        private boolean writerRunning;
+        private IOException failure;
+        private long acceptedLines;
+        private long acceptedBytes;
+        private long acceptedCut;
 
         Sink(OutputStream out, Settings settings, Metrics metrics) {
-            this.out = new BufferedOutputStream(new Watched(out, metrics), 64 * 1024);
+            this(Channels.newChannel(out), settings, metrics);
+        }
+
+        Sink(WritableByteChannel out, Settings settings, Metrics metrics) {
+            this.out = out;
             this.format = settings.format();
             this.timestamp = settings.timestamp();
             this.metrics = metrics;
@@ -2644,46 +2750,238 @@ public class LogShip implements Callable<Integer> {
             return new Origin(path, fields);
         }
 
-        /** One line that starts at {@code start} in its file (in a .gz, in the decompressed stream). */
-        void line(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut) throws StdoutFailed {
-            try {
-                if (format == Format.RAW) {
-                    out.write(text, offset, length);
-                    out.write('\n');
-                    bytes += length + 1;
-                } else {
-                    bytes += writeJson(origin, text, offset, length, start, wasCut);
-                }
-            } catch (IOException e) {
-                throw new StdoutFailed(e);
-            }
-            lines++;
-            if (wasCut) cut++;
+        static ByteBuffer directBuffer() {
+            return ByteBuffer.allocateDirect(BUFFER_BYTES).order(ByteOrder.LITTLE_ENDIAN);
         }
 
-        private int writeJson(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut)
-                throws IOException {
-            byte[] message = jsonEscape(new String(text, offset, length, StandardCharsets.UTF_8))
-                    .getBytes(StandardCharsets.UTF_8);
-            byte[] at = Long.toString(start).getBytes(StandardCharsets.US_ASCII);
-            out.write(JSON_START);
-            out.write(message);
-            out.write(JSON_OFFSET);
-            out.write(at);
-            int written = JSON_START.length + message.length + JSON_OFFSET.length + at.length;
-            if (wasCut) {
-                out.write(JSON_TRUNCATED);
-                written += JSON_TRUNCATED.length;
+        // ------------------------------------------------------------------------ the reader's side
+
+        /** An empty buffer to read into, waiting while all of them are queued (stdout is behind). */
+        ByteBuffer buffer() throws StdoutFailed {
+            synchronized (this) {
+                if (free.isEmpty() && allocated < BUFFERS) {
+                    allocated++;
+                    return directBuffer();
+                }
+                awaitWriter(true);
+                return free.poll().clear();
             }
+        }
+
+        /** The reader is done with a chunk: back to the pool, behind any writes of its ranges. */
+        void release(ByteBuffer chunk) throws StdoutFailed {
+            if (chunkQueued) {
+                chunkQueued = false;
+                enqueue(new Write(null, 0, 0, chunk));
+            } else {
+                synchronized (this) {
+                    free.add(chunk);
+                }
+            }
+        }
+
+        /**
+         * Whole lines, each with its newline, in chunk[from, to); the first starts at {@code start}
+         * in its file. Raw output writes the range from the chunk itself.
+         */
+        void lines(Origin origin, ByteBuffer chunk, int from, int to, long start, long count) throws StdoutFailed {
+            if (format == Format.RAW) {
+                submitBlock(); // lines copied before these go out first
+                enqueue(new Write(chunk.slice(from, to - from), count, 0, null));
+                chunkQueued = true;
+                return;
+            }
+            for (int i = from; i < to; ) {
+                int end = jsonLine(origin, chunk, i, to, start + (i - from), false);
+                i = end + 1;
+            }
+        }
+
+        /** One line that starts at {@code start} in its file (in a .gz, in the decompressed stream). */
+        void line(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut) throws StdoutFailed {
+            if (format == Format.RAW) {
+                put(text, offset, length);
+                room(1).put((byte) '\n');
+                blockLines++;
+                if (wasCut) blockCut++;
+            } else {
+                ByteBuffer in = ByteBuffer.wrap(text, offset, length).order(ByteOrder.LITTLE_ENDIAN);
+                jsonLine(origin, in, offset, offset + length, start, wasCut);
+            }
+        }
+
+        /** Stdout accepted everything so far: only now do the shipped counters move. */
+        void flush() throws StdoutFailed {
+            submitBlock();
+            synchronized (this) {
+                awaitWriter(false);
+                lines = acceptedLines;
+                metrics.shipped(acceptedLines, acceptedBytes, acceptedCut);
+            }
+        }
+
+        // ------------------------------------------------------------------------ JSON
+
+        /**
+         * One object for the line starting at in[from]; its text ends at the first newline or at
+         * {@code to}. Returns where it ended.
+         */
+        private int jsonLine(Origin origin, ByteBuffer in, int from, int to, long start, boolean wasCut)
+                throws StdoutFailed {
+            put(JSON_START, 0, JSON_START.length);
+            int end = escape(in, from, to);
+            put(JSON_OFFSET, 0, JSON_OFFSET.length);
+            putDecimal(start);
+            if (wasCut) put(JSON_TRUNCATED, 0, JSON_TRUNCATED.length);
             if (timestamp) {
                 byte[] now = stamp();
-                out.write(JSON_TIMESTAMP);
-                out.write(now);
-                out.write('"');
-                written += JSON_TIMESTAMP.length + now.length + 1;
+                put(JSON_TIMESTAMP, 0, JSON_TIMESTAMP.length);
+                put(now, 0, now.length);
+                room(1).put((byte) '"');
             }
-            out.write(origin.jsonFields());
-            return written + origin.jsonFields().length;
+            put(origin.jsonFields(), 0, origin.jsonFields().length);
+            blockLines++;
+            if (wasCut) blockCut++;
+            return end;
+        }
+
+        /**
+         * RFC 8259 string escaping of in[from, to) up to its first newline (returned), straight into
+         * the block: 8 plain ASCII bytes at a time, valid UTF-8 copied as it is, and from the first
+         * invalid sequence on the JDK's decoder, so that invalid bytes become U+FFFD as in a String.
+         */
+        private int escape(ByteBuffer in, int from, int to) throws StdoutFailed {
+            int i = from;
+            while (i < to) {
+                ByteBuffer block = room(8);
+                if (i + Long.BYTES <= to) {
+                    long word = in.getLong(i);
+                    long special = specialBytes(word);
+                    int plain = special == 0 ? Long.BYTES : Long.numberOfTrailingZeros(special) >>> 3;
+                    if (plain > 0) {
+                        block.putLong(word); // all 8, then keep only the plain ones
+                        block.position(block.position() - Long.BYTES + plain);
+                        i += plain;
+                        continue;
+                    }
+                }
+                byte b = in.get(i);
+                if (b == '\n') return i;
+                if (b < 0) {
+                    i = utf8(in, i, to);
+                } else {
+                    escapeAscii(block, b);
+                    i++;
+                }
+            }
+            return to;
+        }
+
+        /** The high bit of each byte JSON cannot copy as it is: non-ASCII, control, quote, backslash. */
+        private static long specialBytes(long w) {
+            long nonAscii = w & 0x8080808080808080L;
+            long control = (w - 0x2020202020202020L) & ~w & 0x8080808080808080L;
+            long quote = LineReader.zeroBytes(w ^ 0x2222222222222222L);
+            long backslash = LineReader.zeroBytes(w ^ 0x5C5C5C5C5C5C5C5CL);
+            return nonAscii | control | quote | backslash;
+        }
+
+        private static void escapeAscii(ByteBuffer block, int c) {
+            switch (c) {
+                case '"' -> block.put((byte) '\\').put((byte) '"');
+                case '\\' -> block.put((byte) '\\').put((byte) '\\');
+                case '\n' -> block.put((byte) '\\').put((byte) 'n');
+                case '\r' -> block.put((byte) '\\').put((byte) 'r');
+                case '\t' -> block.put((byte) '\\').put((byte) 't');
+                default -> {
+                    if (c < 0x20) {
+                        block.put((byte) '\\').put((byte) 'u').put((byte) '0').put((byte) '0')
+                                .put(HEX_BYTES[c >> 4]).put(HEX_BYTES[c & 0xf]);
+                    } else {
+                        block.put((byte) c);
+                    }
+                }
+            }
+        }
+
+        /** A multi-byte sequence at in[i]: copied if well-formed, else the rest of the line is decoded. */
+        private int utf8(ByteBuffer in, int i, int to) throws StdoutFailed {
+            int lead = in.get(i) & 0xff;
+            int length = lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3
+                    : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+            if (length == 0 || i + length > to || !wellFormed(in, i, lead, length)) return decodeRest(in, i, to);
+            ByteBuffer block = room(4);
+            for (int k = 0; k < length; k++) block.put(in.get(i + k));
+            return i + length;
+        }
+
+        /** Unicode's table of well-formed sequences: no overlong forms, surrogates or code points past U+10FFFF. */
+        private static boolean wellFormed(ByteBuffer in, int i, int lead, int length) {
+            int second = in.get(i + 1) & 0xff;
+            int low = lead == 0xe0 ? 0xa0 : lead == 0xf0 ? 0x90 : 0x80;
+            int high = lead == 0xed ? 0x9f : lead == 0xf4 ? 0x8f : 0xbf;
+            if (second < low || second > high) return false;
+            for (int k = 2; k < length; k++) {
+                if ((in.get(i + k) & 0xc0) != 0x80) return false;
+            }
+            return true;
+        }
+
+        /**
+         * From an invalid sequence to the line's end, through the JDK's decoder: each malformed
+         * piece becomes U+FFFD exactly as new String(bytes, UTF_8) would make it (decoding runs left
+         * to right, so the valid bytes before need not be decoded again). A piece at a time: a long
+         * line of junk takes no more heap than a short one.
+         */
+        private int decodeRest(ByteBuffer in, int from, int to) throws StdoutFailed {
+            int end = LineReader.indexOfNewline(in, from, to);
+            if (end < 0) end = to;
+            ByteBuffer bytes = in.duplicate().limit(end).position(from);
+            decoder.reset();
+            decoded.clear();
+            boolean done;
+            do {
+                done = decoder.decode(bytes, decoded, true).isUnderflow();
+                if (done) decoder.flush(decoded);
+                decoded.flip();
+                while (decoded.hasRemaining()) {
+                    char c = decoded.get();
+                    if (Character.isHighSurrogate(c)) {
+                        if (!decoded.hasRemaining()) {
+                            decoded.position(decoded.position() - 1); // its pair comes with the next piece
+                            break;
+                        }
+                        putCodePoint(Character.toCodePoint(c, decoded.get()));
+                    } else {
+                        putCodePoint(c);
+                    }
+                }
+                decoded.compact();
+            } while (!done);
+            return end;
+        }
+
+        private void putCodePoint(int c) throws StdoutFailed {
+            ByteBuffer block = room(6);
+            if (c < 0x80) {
+                escapeAscii(block, c);
+            } else if (c < 0x800) {
+                block.put((byte) (0xc0 | c >> 6)).put((byte) (0x80 | c & 0x3f));
+            } else if (c < 0x10000) {
+                block.put((byte) (0xe0 | c >> 12)).put((byte) (0x80 | c >> 6 & 0x3f)).put((byte) (0x80 | c & 0x3f));
+            } else {
+                block.put((byte) (0xf0 | c >> 18)).put((byte) (0x80 | c >> 12 & 0x3f))
+                        .put((byte) (0x80 | c >> 6 & 0x3f)).put((byte) (0x80 | c & 0x3f));
+            }
+        }
+
+        private void putDecimal(long value) throws StdoutFailed {
+            ByteBuffer block = room(20);
+            int digits = 1;
+            for (long v = value; v >= 10; v /= 10) digits++;
+            int at = block.position() + digits;
+            for (long v = value; at > block.position(); v /= 10) block.put(--at, (byte) ('0' + v % 10));
+            block.position(block.position() + digits);
         }
 
         private byte[] stamp() {
@@ -2695,7 +2993,7 @@ public class LogShip implements Callable<Integer> {
             return stamp;
         }
 
-        /** RFC 8259 string escaping; the decoder has already turned invalid UTF-8 into U+FFFD. */
+        /** RFC 8259 string escaping, for the per-file and per-process fields prepared once. */
         static String jsonEscape(String text) {
             StringBuilder escaped = new StringBuilder(text.length() + 16);
             for (int i = 0; i < text.length(); i++) {
@@ -2715,46 +3013,134 @@ public class LogShip implements Callable<Integer> {
             return escaped.toString();
         }
 
-        /** Stdout accepted everything so far: only now do the shipped counters move. */
-        void flush() throws StdoutFailed {
-            try {
-                out.flush();
-            } catch (IOException e) {
-                throw new StdoutFailed(e);
+        // ------------------------------------------------------------------------ blocks and the queue
+
+        /** The block being filled, with at least {@code bytes} free (at most BUFFER_BYTES). */
+        private ByteBuffer room(int bytes) throws StdoutFailed {
+            if (block != null && block.remaining() >= bytes) return block;
+            submitBlock();
+            if (block == null) block = buffer();
+            return block;
+        }
+
+        private void put(byte[] bytes, int offset, int length) throws StdoutFailed {
+            for (int at = offset, end = offset + length; at < end; ) {
+                ByteBuffer into = room(1);
+                int n = Math.min(into.remaining(), end - at);
+                into.put(bytes, at, n);
+                at += n;
             }
-            metrics.shipped(lines, bytes, cut);
+        }
+
+        /** Queues what the block holds, if anything. */
+        private void submitBlock() throws StdoutFailed {
+            if (block == null || block.position() == 0) return;
+            ByteBuffer full = block.flip();
+            block = null;
+            enqueue(new Write(full, blockLines, blockCut, full));
+            blockLines = 0;
+            blockCut = 0;
+        }
+
+        private synchronized void enqueue(Write write) throws StdoutFailed {
+            if (failure != null) {
+                if (write.recycle() != null) free.add(write.recycle());
+                throw new StdoutFailed(failure);
+            }
+            queue.add(write);
+            queued++;
+            if (writerRunning) {
+                notifyAll();
+            } else {
+                writerRunning = true;
+                Thread writer = new Thread(this::writeQueued, "logship-stdout");
+                writer.setDaemon(true);
+                writer.start();
+            }
         }
 
         /**
-         * Tells the health check that the loop is inside a write to stdout: blocked there (nobody
-         * reads the pipe, the node's agent is slow) it is lagging, not stalled, and must not be
-         * restarted for it. Sits under the buffer, so it runs once per 64 KiB, not per line.
+         * Waits for a free buffer or for the queue to be written. The loop is then blocked writing
+         * to stdout: the health check counts that as lag, not a stall. Not interruptible, like a
+         * blocking write.
          */
-        private static final class Watched extends FilterOutputStream {
-            private final Metrics metrics;
-
-            Watched(OutputStream out, Metrics metrics) {
-                super(out);
-                this.metrics = metrics;
+        private void awaitWriter(boolean forBuffer) throws StdoutFailed {
+            boolean waiting = false;
+            boolean interrupted = false;
+            try {
+                while (failure == null && (forBuffer ? free.isEmpty() : written < queued)) {
+                    if (!waiting) metrics.writing(waiting = true);
+                    try {
+                        wait();
+                    } catch (InterruptedException e) {
+                        interrupted = true;
+                    }
+                }
+            } finally {
+                if (waiting) metrics.writing(false);
+                if (interrupted) Thread.currentThread().interrupt();
             }
+            if (failure != null) throw new StdoutFailed(failure);
+        }
 
-            @Override
-            public void write(byte[] b, int off, int len) throws IOException {
-                metrics.writing(true);
-                try {
-                    out.write(b, off, len);
-                } finally {
-                    metrics.writing(false);
+        /** The writer thread: writes the queue in order, until it has been idle for a while. */
+        private void writeQueued() {
+            while (true) {
+                Write write;
+                synchronized (this) {
+                    long idleSince = System.nanoTime();
+                    while (queue.isEmpty()) {
+                        long left = WRITER_IDLE_MILLIS - (System.nanoTime() - idleSince) / 1_000_000;
+                        if (left <= 0) {
+                            writerRunning = false;
+                            return;
+                        }
+                        try {
+                            wait(left);
+                        } catch (InterruptedException e) {
+                            // nobody interrupts it; it ends when idle
+                        }
+                    }
+                    write = queue.poll();
+                }
+                IOException failed = null;
+                int length = write.data() == null ? 0 : write.data().remaining();
+                if (length > 0 && failure == null) {
+                    try {
+                        writeFully(write.data());
+                    } catch (IOException e) {
+                        failed = e;
+                    }
+                }
+                synchronized (this) {
+                    if (failed != null) {
+                        failure = failed;
+                    } else if (failure == null) {
+                        acceptedLines += write.lines();
+                        acceptedBytes += length;
+                        acceptedCut += write.cut();
+                    }
+                    if (write.recycle() != null) free.add(write.recycle());
+                    written++;
+                    notifyAll();
                 }
             }
+        }
 
-            @Override
-            public void flush() throws IOException {
-                metrics.writing(true);
-                try {
-                    out.flush();
-                } finally {
-                    metrics.writing(false);
+        /**
+         * A channel says how much it wrote: a non-blocking stdout (O_NONBLOCK set by whoever shares
+         * the pipe) takes part of a buffer, or nothing while full, and is tried again after a pause.
+         * (FileOutputStream would throw on EAGAIN with part of the buffer written, and a shipper that
+         * stopped there would have lost no line but stopped for nothing.)
+         */
+        private void writeFully(ByteBuffer data) throws IOException {
+            long pause = FULL_PAUSE_NANOS;
+            while (data.hasRemaining()) {
+                if (out.write(data) > 0) {
+                    pause = FULL_PAUSE_NANOS;
+                } else {
+                    LockSupport.parkNanos(pause);
+                    pause = Math.min(pause * 2, FULL_PAUSE_MOST_NANOS);
                 }
             }
         }

@@ -1547,6 +1547,22 @@ public class LogShipTest {
         }
 
         @Test
+        void aNonBlockingStdoutThatIsFullIsWaitedForNotTakenForAFailure() throws InterruptedException {
+            // Whoever shares the pipe may set O_NONBLOCK on it (here perl, before it becomes java):
+            // a full pipe then refuses writes (EAGAIN) instead of blocking. That is back-pressure.
+            List<String> nonBlockingStdout = List.of("perl", "-MFcntl", "-e",
+                    "fcntl(STDOUT, F_SETFL, fcntl(STDOUT, F_GETFL, 0) | O_NONBLOCK) or die $!; exec @ARGV or die $!");
+            append(dir.resolve("big.log"), numbered("line", 0, 300_000));
+            try (Shipped run = Shipped.start(nonBlockingStdout, List.of(), Map.of("LOG_DIRECTORY", dir.toString()),
+                    false, "--once")) {
+                SlowReader reader = new SlowReader(run.process.getInputStream());
+                assertEquals(0, run.awaitExit(), run::stderr);
+                reader.awaitEnd();
+                assertLines(numberedLines("line", 0, 300_000), reader.completeLines());
+            }
+        }
+
+        @Test
         void onceShipsWhatIsThereIncludingATrailingPartialLineAndExits() {
             append(dir.resolve("a.log"), "one\ntwo\nthree-without-newline");
             append(dir.resolve("skip.txt"), "not matching\n");
@@ -2887,8 +2903,8 @@ public class LogShipTest {
             // could end only there would read 64 MB before another file got its turn.
             byte[] data = ("x".repeat(1000) + "\n").repeat(20_000).getBytes(StandardCharsets.US_ASCII);
             LogShip.ByteSource source = (into, position) -> {
-                int n = (int) Math.min(into.length, data.length - position);
-                System.arraycopy(data, (int) position, into, 0, Math.max(n, 0));
+                int n = (int) Math.min(into.remaining(), data.length - position);
+                into.put(data, (int) position, Math.max(n, 0));
                 return n;
             };
             LogShip.Sink sink = new LogShip.Sink(new ByteArrayOutputStream(), settings(Map.of("LOG_DIRECTORY",
