@@ -5014,6 +5014,50 @@ public class LogShipTest {
             assertTrue(failed(results, "ENTRYPOINT is exec form"), results::toString);
         }
 
+        /** A learner's mistake: {@code solution} with {@code from} replaced, saved outside the repository (no ./jbang beside it). */
+        Check.Program mistake(Path outside, String solution, String from, String to) throws Exception {
+            String code = Files.readString(repo.resolve("workshop/solutions/" + solution));
+            assertTrue(code.contains(from), solution + " no longer contains: " + from);
+            Path script = outside.resolve(solution);
+            Files.writeString(script, code.replace(from, to));
+            return Check.compile(script); // built with the JBang that runs this suite (the repo's ./jbang exports itself)
+        }
+
+        @Test
+        void aStepFourThatPrintsUpToButNotIncludingTheNewlineIsToldToCountTheNewlineIntoTheOffset(@TempDir Path outside) throws Exception {
+            Check.Program endAtNewline = mistake(outside, "Step4.java", "int end = lastIndexOf(appended, (byte) '\\n') + 1;\n        if (end == 0) return;",
+                    "int end = lastIndexOf(appended, (byte) '\\n');\n        if (end < 0) return;");
+            List<Check.Result> results = Check.run(4, endAtNewline);
+            assertTrue(results.stream().anyMatch(r -> !r.passed()), results::toString);
+            String hints = failures(results);
+            assertTrue(hints.contains("without its newline") && hints.contains("lastNewline + 1"), hints);
+            assertFalse(hints.contains("Finish step 3"), hints);
+        }
+
+        @Test
+        void aStepThreeWhoseCallReturnsIsToldItExitedRatherThanToCheckForDirectories(@TempDir Path outside) throws Exception {
+            Check.Program returns = mistake(outside, "Step3.java", "ticker.scheduleWithFixedDelay(this::scan, 0, interval.toMillis(),"
+                    + " TimeUnit.MILLISECONDS);\n        ticker.awaitTermination(Long.MAX_VALUE, TimeUnit.DAYS);",
+                    "scan();\n        ticker.shutdown();"); // one scan, then call() returns and main() exits 0
+            List<Check.Result> results = Check.run(3, returns);
+            Check.Result keepsRunning = results.stream().filter(r -> r.check().startsWith("skips a directory")).findFirst()
+                    .orElseThrow(() -> new AssertionError(results.toString()));
+            assertFalse(keepsRunning.passed(), results::toString);
+            assertTrue(keepsRunning.hint().contains("call() must not return"), keepsRunning.hint());
+            assertFalse(keepsRunning.hint().contains("isRegularFile"), keepsRunning.hint());
+        }
+
+        @Test
+        void theOfflineCheckReportsAMisspeltFieldInOneLineWithItsLineInTheFile(@TempDir Path copy) throws Exception {
+            List<String> yaml = Files.readAllLines(repo.resolve("workshop/deployment.yaml"));
+            Files.writeString(copy.resolve("deployment.yaml"), String.join("\n", yaml).replace("readOnly: true", "readonly: true"));
+            Files.copy(repo.resolve("workshop/Dockerfile"), copy.resolve("Dockerfile"));
+            int line = 1 + yaml.stream().map(String::strip).toList().indexOf("readOnly: true");
+            String hint = CheckDeploy.check(copy).stream().filter(r -> !r.passed()).map(Check.Result::hint).findFirst().orElseThrow();
+            assertTrue(hint.startsWith("Unable to find property 'readonly' on class: V1VolumeMount, line " + line + ": readonly: true\n"), hint);
+            assertTrue(hint.lines().count() <= 2, hint);
+        }
+
         /** WORKSHOP.md points into the product as `LogShip.Type` or `LogShip.Type.method`: a rename must fail here. */
         @Test
         void everyLogShipNameWorkshopMdPointsToExists() throws IOException {

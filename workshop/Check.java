@@ -206,15 +206,17 @@ public class Check {
                     r.add(Result.of("finds files created after it started (scans every tick)",
                             run.awaitLines("a file created later", 1),
                             "later.log was created while running but never printed; " + stillOrExited(run)
-                                    + "\nScan on every tick, and catch IOException inside scan(): an exception that"
-                                    + " escapes a scheduled task silently stops the ticker."));
+                                    + (!run.alive() && run.exitCode() == 0 ? "" // stillOrExited said why: call() returned
+                                    : "\nScan on every tick, and catch IOException inside scan(): an exception that"
+                                    + " escapes a scheduled task silently stops the ticker.")));
                     r.add(Result.of("skips files whose WHOLE name does not match .+\\.log (app.log.1, notes.txt)",
                             run.count("rotated away") == 0 && run.count("not a log") == 0,
                             (run.count("rotated away") > 0 ? "app.log.1" : "notes.txt") + " was printed. "
                                     + "Use pattern.matcher(name).matches(), which needs the whole name to match;"
                                     + "\nfind() is Go's MatchString, happy with any part of the name."));
                     r.add(Result.of("skips a directory whose name matches, and keeps running", run.alive(),
-                            "it stopped: " + run.describe() + "\nCheck Files.isRegularFile(file) before reading it."));
+                            run.alive() || run.exitCode() == 0 ? stillOrExited(run) // it ended by itself: call() returned
+                                    : "it stopped: " + run.describe() + "\nCheck Files.isRegularFile(file) before reading it."));
                     return r;
                 }
             }
@@ -227,6 +229,12 @@ public class Check {
             try (Run run = p.start(s.env("200ms"), s.dir)) {
                 List<Result> r = new ArrayList<>();
                 if (!run.awaitLines("hello", 1)) {
+                    if (run.stdout().contains("hello")) // printed, but never as a whole line: the offset stopped short
+                        return List.of(Result.fail("prints the lines of a.log, each with its newline", "`hello` was printed"
+                                + " without its newline, and then nothing more: stdout is " + quoted(run.stdout()) + "."
+                                + "\nCount the newline in: int end = lastNewline + 1 is the number of bytes to print."
+                                + "\nSystem.out.write(bytes, 0, end), then offsets.put(file, offset + end). With end = lastNewline"
+                                + "\nthe offset stays before the '\\n', so every later read starts at that '\\n' and gets no further."));
                     return List.of(Result.fail("prints the lines of a.log", "`hello` never appeared on stdout; "
                             + stillOrExited(run) + "\nFinish step 3 first."));
                 }
@@ -308,6 +316,12 @@ public class Check {
         }));
     }
 
+    /** Output as a Java string literal would show it, so a missing or extra '\n' is visible. */
+    static String quoted(String text) {
+        if (text.length() > 200) text = text.substring(0, 200) + "...";
+        return "\"" + text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r") + "\"";
+    }
+
     static String stillOrExited(Run run) {
         if (run.alive()) {
             List<String> err = run.stderr().lines().toList();
@@ -370,19 +384,33 @@ public class Check {
         return new Program(abs, List.of(java, "-cp", classPath, mainClass));
     }
 
-    /** The repo's ./jbang next to (or above) the script, else a jbang on the PATH. */
-    static String launcher(Path script) {
-        for (Path dir = script.getParent(); dir != null; dir = dir.getParent()) {
-            Path candidate = dir.resolve("jbang");
-            if (Files.isRegularFile(candidate) && Files.isExecutable(candidate)) return candidate.toString();
-        }
-        return "jbang";
+    /**
+     * The JBang that builds {@code script}: a repo's ./jbang next to (or above) it; else the one that
+     * launched this checker (the repo's ./jbang exports itself as JBANG_LAUNCH_CMD), so a script kept
+     * outside the repository still builds; else a jbang on the PATH.
+     */
+    static String launcher(Path script) throws CompileError {
+        List<Path> candidates = new ArrayList<>();
+        for (Path dir = script.getParent(); dir != null; dir = dir.getParent()) candidates.add(dir.resolve("jbang"));
+        String launchedBy = System.getenv("JBANG_LAUNCH_CMD");
+        if (launchedBy != null && !launchedBy.isBlank()) candidates.add(Path.of(launchedBy));
+        for (String dir : System.getenv().getOrDefault("PATH", "").split(java.io.File.pathSeparator))
+            if (!dir.isEmpty()) candidates.add(Path.of(dir, "jbang"));
+        return candidates.stream().filter(c -> Files.isRegularFile(c) && Files.isExecutable(c)).findFirst()
+                .map(Path::toString)
+                .orElseThrow(() -> new CompileError("found no JBang to build " + script + " with: run the checker"
+                        + " from the repository root as `./jbang workshop/Check.java STEP SCRIPT`."));
     }
 
     record Output(int code, String text) {}
 
-    static Output exec(List<String> command) throws IOException, InterruptedException {
-        Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
+    static Output exec(List<String> command) throws IOException, InterruptedException, CompileError {
+        Process p;
+        try {
+            p = new ProcessBuilder(command).redirectErrorStream(true).start();
+        } catch (IOException e) {
+            throw new CompileError("could not run " + command.get(0) + ": " + e.getMessage());
+        }
         p.getOutputStream().close();
         String text = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         return new Output(p.waitFor(), text);

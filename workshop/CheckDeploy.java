@@ -9,6 +9,7 @@
 // errors, as kubectl apply would report them) and checks workshop/Dockerfile's contract.
 //
 //   ./jbang workshop/CheckDeploy.java              (from the repository root)
+//   ./jbang workshop/CheckDeploy.java DIR          checks DIR/Dockerfile and DIR/deployment.yaml instead
 //
 // Exit code 0 only if every check passed. The test suite calls check() in-process.
 
@@ -21,6 +22,7 @@ import io.kubernetes.client.openapi.models.V1Service;
 import io.kubernetes.client.openapi.models.V1Volume;
 import io.kubernetes.client.openapi.models.V1VolumeMount;
 import io.kubernetes.client.util.Yaml;
+import io.kubernetes.client.util.generic.dynamic.DynamicKubernetesObject;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -30,11 +32,18 @@ import java.util.Objects;
 import java.util.Optional;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import org.yaml.snakeyaml.error.MarkedYAMLException;
 
 public class CheckDeploy {
 
     public static void main(String[] args) throws Exception {
         Path workshop = Path.of(args.length > 0 ? args[0] : "workshop");
+        for (String file : List.of("Dockerfile", "deployment.yaml"))
+            if (!Files.isRegularFile(workshop.resolve(file))) {
+                System.err.println("there is no " + workshop.resolve(file) + ": give a directory with a Dockerfile and a"
+                        + " deployment.yaml (default: workshop, from the repository root)");
+                System.exit(2);
+            }
         System.out.println("Step 6: the image and the pod, checked offline  (" + workshop + ")");
         List<Check.Result> results = check(workshop);
         for (Check.Result r : results) {
@@ -52,11 +61,12 @@ public class CheckDeploy {
         String dockerfile = Files.readString(workshop.resolve("Dockerfile"));
         checkDockerfile(dockerfile, r);
         List<Object> docs;
+        String yaml = Files.readString(workshop.resolve("deployment.yaml"));
         try {
-            docs = parse(Files.readString(workshop.resolve("deployment.yaml")));
+            docs = parse(yaml);
             r.add(Check.Result.pass("deployment.yaml holds only valid Kubernetes objects"));
         } catch (Exception e) {
-            r.add(Check.Result.fail("deployment.yaml holds only valid Kubernetes objects", String.valueOf(e.getMessage())
+            r.add(Check.Result.fail("deployment.yaml holds only valid Kubernetes objects", problem(e, yaml)
                     + "\n(a misspelt field, kind or apiVersion, or a wrong type, such as a number where text belongs)"));
             return r;
         }
@@ -154,6 +164,31 @@ public class CheckDeploy {
             if (doc == null || !doc.getClass().getPackageName().equals(V1Pod.class.getPackageName()))
                 throw new IllegalArgumentException("not a known Kubernetes kind: " + doc);
         return docs;
+    }
+
+    /**
+     * SnakeYAML wraps the problem once per enclosing object, each with a dump of that object (about
+     * 180 lines for a typo in a volume mount); the innermost marked cause names the field and its line.
+     */
+    static String problem(Throwable e, String yaml) {
+        MarkedYAMLException innermost = null;
+        for (Throwable t = e; t != null; t = t.getCause())
+            if (t instanceof MarkedYAMLException m && m.getProblemMark() != null) innermost = m;
+        if (innermost == null) return String.valueOf(e.getMessage());
+        // The client re-serialises each `---` document before it reads it into the models, so the
+        // mark's line number is not the file's: find the marked line's text in the file instead.
+        String marked = innermost.getProblemMark().get_snippet().lines().findFirst().orElse("").strip();
+        String problem = innermost.getProblem().strip().replace(V1Pod.class.getPackageName() + ".", "")
+                .replace("class: " + DynamicKubernetesObject.class.getName(), "an object of unknown kind (check kind and apiVersion)");
+        if (marked.isEmpty()) return problem;
+        List<String> lines = yaml.lines().toList();
+        for (int i = 0; i < lines.size(); i++)
+            if (withoutDash(lines.get(i)).equals(withoutDash(marked))) return problem + ", line " + (i + 1) + ": " + lines.get(i).strip();
+        return problem + ", at: " + marked;
+    }
+
+    static String withoutDash(String line) {
+        return line.strip().replaceFirst("^-\\s+", "");
     }
 
     static <T> List<T> only(List<Object> docs, Class<T> type) {
