@@ -1806,6 +1806,126 @@ public class LogShipTest {
         }
 
         @Test
+        void copytruncateShipsTheLinesOnlyInTheCopyOnceBeforeReadingTheTruncatedFile() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, numbered("before", 0, 100));
+            InProcess shipper = new InProcess(dir, "-p", "app\\.log").start();
+            shipper.poll();
+            // Written after the last read: once truncated, these are only in the copy.
+            append(log, numbered("window", 0, 20));
+            Files.copy(log, dir.resolve("app.log.1"));
+            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
+                channel.truncate(0);
+            }
+            append(log, numbered("after", 0, 5));
+            shipper.poll();
+            assertLines(concat(concat(numberedLines("before", 0, 100), numberedLines("window", 0, 20)),
+                    numberedLines("after", 0, 5)), shipper.all().lines().toList());
+            assertEquals("", shipper.poll());
+        }
+
+        @Test
+        void aCopyWhoseNameMatchesIsNotShippedAgainAsANewFile() throws Exception {
+            Path log = dir.resolve("app.log");
+            append(log, numbered("before", 0, 50));
+            InProcess shipper = new InProcess(dir, "-p", "app\\.log(\\.1)?").start();
+            shipper.poll();
+            append(log, numbered("window", 0, 20));
+            Files.copy(log, dir.resolve("app.log.1"));
+            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
+                channel.truncate(0);
+            }
+            append(log, numbered("after", 0, 5));
+            shipper.poll();
+            shipper.poll();
+            assertLines(concat(concat(numberedLines("before", 0, 50), numberedLines("window", 0, 20)),
+                    numberedLines("after", 0, 5)), shipper.all().lines().toList());
+        }
+
+        @Test
+        void aLookAlikeThatDoesNotHoldWhatWasShippedIsNotTakenForTheCopy() throws Exception {
+            Path log = dir.resolve("app.log");
+            String banner = "# app started\n";
+            append(log, banner + numbered("before", 0, 50));
+            InProcess shipper = new InProcess(dir, "-p", "app\\.log").start();
+            shipper.poll();
+            // Same first bytes, long enough, fresh; but other bytes before the shipped offset.
+            append(dir.resolve("other.log.1"), banner + numbered("BEFORE", 0, 50) + numbered("stranger", 0, 20));
+            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
+                channel.truncate(0);
+            }
+            append(log, numbered("after", 0, 5));
+            shipper.poll();
+            assertLines(concat(concat(List.of("# app started"), numberedLines("before", 0, 50)),
+                    numberedLines("after", 0, 5)), shipper.all().lines().toList());
+        }
+
+        @Test
+        void theCopytruncateWindowMadeDeterministicWithSigstopLosesNothing() throws Exception {
+            // Stop the shipper, then do in its sleep what a writer and logrotate do between two reads:
+            // append, copy, truncate, append again. Every line only in the copy must ship, once.
+            Path log = dir.resolve("app.log");
+            append(log, numbered("before", 0, 1000));
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FILE_PATTERN", "app\\.log",
+                    "LOG_SCAN_INTERVAL", "10s"))) {
+                run.awaitReady().awaitLineCount(1000);
+                run.signal("STOP");
+                try {
+                    append(log, numbered("window", 0, 500));
+                    Files.copy(log, dir.resolve("app.log.1"));
+                    try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
+                        channel.truncate(0);
+                    }
+                    append(log, numbered("after", 0, 100));
+                } finally {
+                    run.signal("CONT");
+                }
+                run.awaitLineCount(1600);
+                assertEquals(0, run.terminate(), run::stderr);
+                assertLines(concat(concat(numberedLines("before", 0, 1000), numberedLines("window", 0, 500)),
+                        numberedLines("after", 0, 100)), run.lines());
+                assertTrue(run.stderr().contains("its copy app.log.1 holds past byte"), run::stderr);
+            }
+        }
+
+        @Test
+        void highRateCopytruncateLosesAndDuplicatesNothing() throws Exception {
+            // 10k lines/s and a copytruncate every 700 ms, the pattern matching only the live name. The
+            // writer copies and truncates between its own writes, so no line falls between the two
+            // (that gap is copytruncate's own, in no file); every other line must ship once.
+            Path log = dir.resolve("app.log");
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_FILE_PATTERN", "app\\.log",
+                    "LOG_SCAN_INTERVAL", "10s"))) {
+                run.awaitReady();
+                int written = 0;
+                int rotations = 0;
+                long start = System.nanoTime();
+                long nextRotation = start + Duration.ofMillis(700).toNanos();
+                try (var out = Files.newOutputStream(log, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
+                    while (System.nanoTime() - start < Duration.ofSeconds(5).toNanos()) {
+                        long due = (System.nanoTime() - start) * 10_000 / 1_000_000_000L;
+                        StringBuilder batch = new StringBuilder();
+                        for (; written < due; written++) batch.append("line ").append(written).append('\n');
+                        out.write(batch.toString().getBytes(StandardCharsets.UTF_8));
+                        out.flush();
+                        if (System.nanoTime() - nextRotation >= 0) {
+                            Files.copy(log, dir.resolve("app.log." + ++rotations));
+                            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
+                                channel.truncate(0);
+                            }
+                            nextRotation += Duration.ofMillis(700).toNanos();
+                        }
+                        Thread.sleep(2);
+                    }
+                }
+                assertTrue(rotations >= 5, "rotations: " + rotations);
+                run.awaitLineCount(written);
+                assertEquals(0, run.terminate(), run::stderr);
+                assertLines(numberedLines("line ", 0, written), run.lines());
+            }
+        }
+
+        @Test
         void aTruncationHiddenByRegrowthIsStillNoticed() throws Exception {
             Path log = dir.resolve("app.log");
             append(log, numbered("before", 0, 10));
