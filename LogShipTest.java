@@ -1038,6 +1038,24 @@ public class LogShipTest {
             assertFalse(s.timestamp());
             assertTrue(s.httpPort().isEmpty(), "no HTTP server unless asked for");
             assertEquals(Map.of(), s.resource());
+            assertNull(s.removal(), "nothing is ever deleted unless asked for");
+        }
+
+        @Test
+        void removeAfterDeletesOnlyNamesMatchingTheRemovePatternWhichDefaultsToTheShipPattern() throws Exception {
+            LogShip.Settings s = settings(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_REMOVE_AFTER", "2m"));
+            assertEquals(Duration.ofMinutes(2), s.removal().unchanged());
+            assertEquals(".+\\.log", s.removal().names().pattern());
+            s = settings(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_REMOVE_AFTER", "30s",
+                    "LOG_REMOVE_PATTERN", "access-.+\\.log"));
+            assertEquals("access-.+\\.log", s.removal().names().pattern());
+            for (var bad : List.of(Map.of("LOG_REMOVE_AFTER", "soon"), Map.of("LOG_REMOVE_AFTER", "1m", "LOG_REMOVE_PATTERN", "*.log"))) {
+                Map<String, String> env = new HashMap<>(bad);
+                env.put("LOG_DIRECTORY", dir.toString());
+                String err = assertRefusedWithOneSentence(Shipped.start(env));
+                assertTrue(err.contains(bad.containsKey("LOG_REMOVE_PATTERN") ? "LOG_REMOVE_PATTERN (--remove-pattern)"
+                        : "LOG_REMOVE_AFTER (--remove-after)"), err);
+            }
         }
 
         @Test
@@ -1954,6 +1972,199 @@ public class LogShipTest {
                 run.awaitLineCount((int) written);
                 assertEquals(0, run.terminate());
                 writer.assertShippedExactlyOnce(run.lines());
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // How the volume stays bounded: fully shipped files removed (--remove-after), safely
+    // ---------------------------------------------------------------------------------------------
+
+    @Nested
+    class BoundedVolume {
+        @TempDir
+        Path dir;
+
+        /**
+         * A writer like nginx with a time-bucketed access_log: one file per second (for test speed;
+         * the pod's are per minute), each held open while its second lasts. At the end of each
+         * bucket it checks that its name still leads to the file it wrote: the live bucket was never
+         * deleted under it.
+         */
+        static final class BucketWriter {
+            final Map<String, Integer> linesPerBucket = new LinkedHashMap<>();
+            int mostFilesOnDisk;
+
+            void run(Path logs, Duration length, int linesPerSecond) throws Exception {
+                long start = System.nanoTime();
+                long written = 0;
+                while (System.nanoTime() - start < length.toNanos()) {
+                    long second = (System.nanoTime() - start) / 1_000_000_000L;
+                    String name = "access-" + second + ".log";
+                    Path bucket = logs.resolve(name);
+                    int n = 0;
+                    try (var out = Files.newOutputStream(bucket, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
+                        Object inode = Files.getAttribute(bucket, "unix:ino");
+                        while ((System.nanoTime() - start) / 1_000_000_000L == second) {
+                            long due = (System.nanoTime() - start) * linesPerSecond / 1_000_000_000L;
+                            StringBuilder batch = new StringBuilder();
+                            for (; written < due; written++) batch.append(name).append(' ').append(n++).append('\n');
+                            out.write(batch.toString().getBytes(StandardCharsets.UTF_8));
+                            out.flush();
+                            mostFilesOnDisk = Math.max(mostFilesOnDisk, bucketsOnDisk(logs).size());
+                            Thread.sleep(5);
+                        }
+                        assertEquals(inode, Files.getAttribute(bucket, "unix:ino"), name + " was deleted while written");
+                    }
+                    linesPerBucket.put(name, n);
+                }
+            }
+
+            List<String> expected() {
+                List<String> all = new ArrayList<>();
+                linesPerBucket.forEach((name, n) -> all.addAll(numberedLines(name + " ", 0, n)));
+                return all;
+            }
+        }
+
+        static List<String> bucketsOnDisk(Path logs) {
+            try (var entries = Files.list(logs)) {
+                return entries.map(p -> p.getFileName().toString()).filter(n -> n.startsWith("access-")).toList();
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+
+        static List<String> rows(Path positions) {
+            return readQuietly(positions).lines().filter(l -> l.startsWith("file ")).toList();
+        }
+
+        @Test
+        void timeBucketedFilesAreShippedOnceAndRemovedButNeverTheLiveOne() throws Exception {
+            Path logs = Files.createDirectories(dir.resolve("logs"));
+            Path positions = dir.resolve("state/positions");
+            int port = freePort();
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", logs.toString(), "LOG_FILE_PATTERN", "access-\\d+\\.log",
+                    "LOG_SCAN_INTERVAL", "200ms", "LOG_REMOVE_AFTER", "1s", "LOG_ROTATE_WAIT", "1s",
+                    "LOG_STATE_FILE", positions.toString(), "LOG_HTTP_PORT", Integer.toString(port)))) {
+                run.awaitReady();
+                BucketWriter writer = new BucketWriter();
+                writer.run(logs, Duration.ofSeconds(6), 2_000);
+                List<String> expected = writer.expected();
+                run.awaitLineCount(expected.size());
+                await("every bucket to be removed", PATIENCE, () -> bucketsOnDisk(logs).isEmpty(),
+                        () -> "; still there: " + bucketsOnDisk(logs) + "; stderr:\n" + tail(run.stderr()));
+                // Closed after --rotate-wait, then forgotten: per-second files do not grow the positions file.
+                await("the removed files' positions to be forgotten", PATIENCE, () -> rows(positions).isEmpty(),
+                        () -> "; rows: " + rows(positions));
+                assertEquals(writer.linesPerBucket.size(), scrape(port).get("logship_files_removed_total"));
+                assertEquals(0, run.terminate(), run::stderr);
+                assertLines(expected, run.lines());
+                // The live bucket, the one just finished, and the one waiting out --remove-after; one
+                // more for a slow tick on a loaded machine.
+                assertTrue(writer.mostFilesOnDisk <= 4, "files on disk at most: " + writer.mostFilesOnDisk);
+                assertNoStackTrace(run.stderr());
+            }
+        }
+
+        @Test
+        void aReadOnlyMountGivesOneWarningAndShippingGoesOn() throws Exception {
+            Path logs = Files.createDirectories(dir.resolve("logs"));
+            Path view = Files.createDirectories(dir.resolve("view"));
+            Process mount = new ProcessBuilder("sh", "-c", "mount --bind \"$1\" \"$2\" && mount -o remount,ro,bind \"$2\"",
+                    "sh", logs.toString(), view.toString()).redirectErrorStream(true).start();
+            String why = new String(mount.getInputStream().readAllBytes()).strip();
+            if (mount.waitFor() != 0) {
+                new ProcessBuilder("umount", view.toString()).start().waitFor();
+                Assumptions.abort("cannot make a read-only bind mount (" + why + ")");
+            }
+            try {
+                append(logs.resolve("a.log"), "one\n");
+                append(logs.resolve("b.log"), "two\n");
+                try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", view.toString(), "LOG_SCAN_INTERVAL", "200ms",
+                        "LOG_REMOVE_AFTER", "100ms", "LOG_LEVEL", "debug"))) {
+                    run.awaitReady().awaitLineCount(2);
+                    run.awaitStderr("Read-only file system");
+                    append(logs.resolve("a.log"), "three\n");
+                    run.awaitLineCount(3);
+                    // Tried again once unchanged for --remove-after again: said at debug level only.
+                    await("failed removals of both files, after the change too", () -> count(run.stderr(),
+                            "debug: cannot remove") >= 2 && run.stderr().contains("3 failed so far"));
+                    assertTrue(run.process.isAlive(), run::stderr);
+                    assertEquals(0, run.terminate(), run::stderr);
+                    assertEquals(List.of("one", "three", "two"), run.lines().stream().sorted().toList());
+                    assertEquals(1, count(run.stderr(), "warn: cannot remove"), () -> "one warning per reason:\n" + run.stderr());
+                    assertTrue(Files.exists(logs.resolve("a.log")) && Files.exists(logs.resolve("b.log")));
+                    assertNoStackTrace(run.stderr());
+                }
+            } finally {
+                new ProcessBuilder("umount", "-l", view.toString()).inheritIO().start().waitFor();
+            }
+        }
+
+        @Test
+        void aHeldOpenFileExcludedByTheRemovePatternIsNeverDeleted() throws Exception {
+            Path app = dir.resolve("app.log");
+            try (var held = Files.newOutputStream(app, StandardOpenOption.CREATE, StandardOpenOption.APPEND)) {
+                held.write("app 1\n".getBytes(StandardCharsets.UTF_8));
+                held.flush();
+                append(dir.resolve("access-1.log"), "bucket 1\n");
+                InProcess shipper = new InProcess(dir, "--remove-after", "50ms", "--remove-pattern", "access-.+\\.log");
+                shipper.start();
+                await("the quiet bucket to be removed", () -> {
+                    try {
+                        shipper.poll();
+                        Thread.sleep(60);
+                    } catch (Exception e) {
+                        throw new AssertionError(e);
+                    }
+                    return !Files.exists(dir.resolve("access-1.log"));
+                });
+                // As quiet and as shipped as the bucket, for longer: still there, and still followed.
+                for (int i = 0; i < 5; i++) {
+                    shipper.poll();
+                    Thread.sleep(60);
+                }
+                assertTrue(Files.exists(app), "app.log was deleted");
+                held.write("app 2\n".getBytes(StandardCharsets.UTF_8));
+                held.flush();
+                shipper.poll();
+                assertEquals(List.of("app 1", "app 2", "bucket 1"), shipper.all().lines().sorted().toList());
+                assertEquals(1, shipper.metrics.filesRemoved.get());
+            }
+        }
+
+        @Test
+        void onceNeverDeletes() throws Exception {
+            append(dir.resolve("a.log"), "one\n");
+            Files.setLastModifiedTime(dir.resolve("a.log"), java.nio.file.attribute.FileTime.fromMillis(0));
+            try (Shipped run = Shipped.start(Map.of("LOG_DIRECTORY", dir.toString(), "LOG_REMOVE_AFTER", "1ms"), "--once")) {
+                assertEquals(0, run.awaitExit(), run::stderr);
+                assertEquals("one\n", run.stdout());
+            }
+            assertTrue(Files.exists(dir.resolve("a.log")));
+        }
+
+        @Test
+        void asTheImagesUidFilesOfAnotherUidInAWorldWritableDirectoryAreRemoved() throws Exception {
+            if (!AsUser.isRoot()) skipOrFailInCi("needs root to own files as another uid and to drop to uid 10001");
+            // An emptyDir's permissions: rwxrwxrwx, no sticky bit; nginx's files are its own, 0644.
+            Path logs = Files.createDirectories(sharedTempDir().resolve("logs"));
+            Packaging.chmod(logs, "rwxrwxrwx");
+            for (String name : List.of("access-1.log", "access-2.log")) {
+                append(logs.resolve(name), name + " line\n");
+                Packaging.chmod(logs.resolve(name), "rw-r--r--");
+            }
+            try (Shipped run = Shipped.start(List.of(Packaging.setpriv().toString(), "--reuid=10001", "--regid=10001",
+                    "--clear-groups"), List.of(), AsUser.readableClassPath(), Map.of("LOG_DIRECTORY", logs.toString(),
+                    "LOG_SCAN_INTERVAL", "200ms", "LOG_REMOVE_AFTER", "200ms"), true)) {
+                run.awaitReady().awaitLineCount(2);
+                await("both files to be removed", PATIENCE, () -> bucketsOnDisk(logs).isEmpty(),
+                        () -> "; stderr:\n" + run.stderr());
+                assertEquals(0, run.terminate(), run::stderr);
+                assertEquals(List.of("access-1.log line", "access-2.log line"), run.lines().stream().sorted().toList());
+            } finally {
+                deleteTree(logs.getParent());
             }
         }
     }
