@@ -3972,12 +3972,15 @@ public class LogShipTest {
         }
 
         @Test
-        void sidecarReadsTheSharedLogVolumeReadOnlyAtItsLogDirectory() throws IOException {
+        void sidecarMountsTheSharedLogVolumeReadOnlyUnlessLogRemoveAfterIsSet() throws IOException {
             Manifest m = Manifest.load(repo);
             V1Container sidecar = m.sidecar();
             String logDir = env(sidecar, "LOG_DIRECTORY").orElseThrow();
             V1VolumeMount mine = mountAt(sidecar, logDir);
-            assertEquals(Boolean.TRUE, mine.getReadOnly(), "the sidecar must mount the logs readOnly");
+            boolean removes = env(sidecar, "LOG_REMOVE_AFTER").isPresent();
+            assertEquals(!removes, Boolean.TRUE.equals(mine.getReadOnly()), removes
+                    ? "LOG_REMOVE_AFTER deletes shipped files: the log mount must be writable"
+                    : "the sidecar only reads: it must mount the logs readOnly");
             String nginxLogs = mountAt(m.nginx(), "/var/log/nginx").getName();
             assertEquals(nginxLogs, mine.getName(), "the sidecar must read the volume nginx writes");
         }
@@ -3987,14 +3990,29 @@ public class LogShipTest {
             Manifest m = Manifest.load(repo);
             String conf = m.nginxConf();
             Pattern pattern = Pattern.compile(env(m.sidecar(), "LOG_FILE_PATTERN").orElse(".+\\.log"));
+            Optional<Pattern> removable = env(m.sidecar(), "LOG_REMOVE_AFTER")
+                    .map(after -> Pattern.compile(env(m.sidecar(), "LOG_REMOVE_PATTERN").orElse(pattern.pattern())));
             for (String directive : List.of("access_log", "error_log")) {
                 Matcher path = Pattern.compile("(?m)^\\s*" + directive + "\\s+(\\S+?);?\\s").matcher(conf);
                 assertTrue(path.find(), "nginx.conf must set " + directive + " to a file");
-                Path file = Path.of(path.group(1));
+                Path file = Path.of(bucketed(conf, path.group(1)));
                 assertEquals(Path.of("/var/log/nginx"), file.getParent(), directive + " must be on the log volume");
-                assertTrue(pattern.matcher(file.getFileName().toString()).matches(),
-                        "LOG_FILE_PATTERN must match " + file.getFileName());
+                String name = file.getFileName().toString();
+                assertTrue(pattern.matcher(name).matches(), "LOG_FILE_PATTERN must match " + name);
+                // Only the buckets may be deleted: nginx keeps error.log open for its whole life.
+                removable.ifPresent(remove -> assertEquals(directive.equals("access_log"), remove.matcher(name).matches(),
+                        "LOG_REMOVE_PATTERN must match the access buckets and nothing nginx keeps open: " + name));
             }
+        }
+
+        /** A log path with $bucket as nginx fills it in: the conf's own map applied to a sample $time_iso8601. */
+        static String bucketed(String conf, String path) {
+            if (!path.contains("$bucket")) return path;
+            Matcher map = Pattern.compile("map\\s+\\$time_iso8601\\s+\\$bucket\\s*\\{\\s*\"~(.+?)\"\\s+\\$(\\w+);").matcher(conf);
+            assertTrue(map.find(), "access_log uses $bucket, but no map of $time_iso8601 sets it");
+            Matcher sample = Pattern.compile(map.group(1)).matcher("2026-11-25T14:37:26+00:00");
+            assertTrue(sample.find(), "the bucket map does not match a $time_iso8601 value");
+            return path.replace("$bucket", sample.group(map.group(2)));
         }
 
         @Test
