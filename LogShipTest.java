@@ -3398,6 +3398,7 @@ public class LogShipTest {
                 boolean reachable;            // the shipper holds it or its name matches
                 boolean seen;                 // some poll saw it while reachable
                 boolean archived;
+                boolean copyPending;          // copytruncated after some of it shipped: its copy ships the rest
                 Path archive;
                 String partial;               // the first half of a line still missing its end
                 final List<Fate> fates = new ArrayList<>();
@@ -3435,8 +3436,10 @@ public class LogShipTest {
             }
 
             private InProcess newShipper(Path root) throws Exception {
+                // b.log is removed once shipped and unchanged across a poll; a.log, like a file a writer
+                // keeps open, is never removed.
                 return new InProcess(logs, "--state", root.resolve("positions").toString(), "--rotate-wait", "1h",
-                        "-p", "[ab]\\.log(\\.1\\.gz)?").start();
+                        "-p", "[ab]\\.log(\\.1\\.gz)?", "--remove-after", "1ms", "--remove-pattern", "b\\.log").start();
             }
 
             void play(int steps) throws Exception {
@@ -3527,7 +3530,38 @@ public class LogShipTest {
                     for (int i = 0; i < whole; i++) if (g.fates.get(i) == Fate.PENDING) g.fates.set(i, Fate.MUST);
                     g.shippedUpTo = Math.max(g.shippedUpTo, whole);
                 }
+                for (Generation g : generations) {
+                    if (!g.copyPending) continue;
+                    // Its copy was shipped to its end in this poll: nothing more can come of it.
+                    g.copyPending = false;
+                    g.reachable = false;
+                }
                 trace.add("poll");
+                noticeRemovals();
+            }
+
+            /** b.log files LogShip removed: only whole, fully shipped ones; a.log never. */
+            private void noticeRemovals() {
+                for (String name : List.of("a.log", "b.log")) {
+                    Generation g = live.get(name);
+                    if (g == null || Files.exists(g.path)) continue;
+                    assertEquals("b.log", name, () -> "LogShip removed " + name + ", which --remove-pattern excludes" + traceTail());
+                    if (g.partial != null) {
+                        // Only a "partial" line of which nothing was written yet: then the file was whole.
+                        assertTrue(g.partial.startsWith("g" + g.id + " "), () -> "g" + g.id
+                                + " was removed with a line unfinished" + traceTail());
+                        g.fates.set(g.fates.size() - 1, Fate.MAY); // never written now
+                        g.partial = null;
+                    }
+                    for (int n = 0; n < g.fates.size() && g.fates.get(n) != Fate.MAY; n++) {
+                        int line = n;
+                        assertTrue(shipped.stream().anyMatch(l -> l.startsWith("g" + g.id + " " + line + " ")),
+                                () -> "g" + g.id + " was removed before its line " + line + " was shipped" + traceTail());
+                    }
+                    live.remove(name);
+                    g.path = null;
+                    trace.add("LogShip removed g" + g.id);
+                }
             }
 
             /** Lines not yet polled in a generation that goes out of reach may never be shipped. */
@@ -3558,11 +3592,26 @@ public class LogShipTest {
                 Generation g = live.get(name);
                 if (g == null) return;
                 finishPartial(g);
-                Files.copy(g.path, logs.resolve(name + ".copy"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                Path copy = logs.resolve(name + ".copy");
+                for (Generation older : generations) {
+                    // Its copy is overwritten before the shipper could look: what it had not shipped is gone.
+                    if (older.copyPending && copy.equals(older.archive)) {
+                        older.copyPending = false;
+                        outOfReach(older);
+                    }
+                }
+                Files.copy(g.path, copy, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
                 try (var channel = java.nio.channels.FileChannel.open(g.path, StandardOpenOption.WRITE)) {
                     channel.truncate(0);
                 }
-                outOfReach(g);
+                if (g.seen && g.shippedUpTo > 0) {
+                    // The shipper has an offset and a marker in it: it finds the copy at its next poll
+                    // and ships the rest from there, so what is not yet shipped still must be.
+                    g.copyPending = true;
+                    g.archive = copy;
+                } else {
+                    outOfReach(g);
+                }
                 Generation next = new Generation(generations.size(), g.path);
                 next.seen = g.seen;
                 generations.add(next);
@@ -3622,6 +3671,11 @@ public class LogShipTest {
             /** SIGKILL: no drain, no save. Whatever was shipped since the last save may come again. */
             private void kill() throws Exception {
                 for (Generation g : generations) {
+                    if (g.copyPending) {
+                        // A new process never saw the truncation, only a file shorter than its position.
+                        g.copyPending = false;
+                        outOfReach(g);
+                    }
                     for (int i = g.savedUpTo; i < g.shippedUpTo; i++) g.extraCopies.set(i, g.extraCopies.get(i) + 1);
                     // Unsaved and already shipped: the restart reads them again.
                     g.shippedUpTo = g.savedUpTo;
