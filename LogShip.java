@@ -119,7 +119,8 @@ import picocli.CommandLine.Option;
  *   Configuration  the options (each names its env var), Settings, one parser per kind of value
  *   Wiring         main() and call(): build the parts, run the loop, return the exit code
  *   The loop       Shipper: its follow() is the table of contents of the periodic jobs
- *                  (rescan, poll, close quiet rotated files, forget, save); Ticker says when each is due
+ *                  (rescan, poll, close quiet rotated files, remove shipped files, forget, save); Ticker
+ *                  says when each is due; Removal decides which files --remove-after may delete
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
  *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself
  *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
@@ -134,7 +135,8 @@ import picocli.CommandLine.Option;
  *                  /healthz and /readyz with --http-port, reading those snapshots only
  *   Diagnostics    Log: stderr only, one line each
  * </pre>
- * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Descriptors
+ * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Copies (the
+ * copy a copytruncate left, shipped from where the truncated file stopped), Descriptors
  * (the open-file budget for thousands of files) and inode reuse (Positions.retire).
  */
 @Command(name = "logship", mixinStandardHelpOptions = true, versionProvider = LogShip.Version.class,
@@ -563,7 +565,7 @@ public class LogShip implements Callable<Integer> {
      * A positions file among the logs it describes, matching the pattern, would be shipped after
      * every save, forever. Refused rather than quietly skipped: "every matching file is shipped"
      * then needs no exception in the scanner, and the mistake is seen at once instead of as a
-     * missing file later (in the pod the log directory is mounted read-only, so it cannot happen).
+     * missing file later (in the pod the positions file has a volume of its own, so it cannot happen).
      */
     static void positionsAreNotShipped(Path positions, Path directory, Pattern pattern) throws ConfigError {
         if (positions == null) return;
@@ -1781,7 +1783,7 @@ public class LogShip implements Callable<Integer> {
                     return readCopyTurn(turn);
                 }
                 Log.warn(name() + " was truncated; reading it again from the start. No copy of it was found in the"
-                        + " directory, so lines written between the last read and the truncate are lost (with"
+                        + " directory, so any lines written between the last read and the truncate are lost (with"
                         + " logrotate's copytruncate and compress, add delaycompress)");
                 // What was seen but not yet shipped is gone (more may have been, unseen).
                 shared.metrics().unread(Metrics.Unread.TRUNCATED, seen - at.offset());
