@@ -57,6 +57,7 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collection;
+import java.util.Collections;
 import java.util.Comparator;
 import java.util.HashMap;
 import java.util.HashSet;
@@ -122,7 +123,8 @@ import picocli.CommandLine.Option;
  *   Configuration  the options (each names its env var), Settings, one parser per kind of value
  *   Wiring         main() and call(): build the parts, run the loop, return the exit code
  *   The loop       Shipper: its follow() is the table of contents of the periodic jobs
- *                  (rescan, poll, close quiet rotated files, forget, save); Ticker says when each is due
+ *                  (rescan, poll, close quiet rotated files, remove shipped files, forget, save); Ticker
+ *                  says when each is due; Removal decides which files --remove-after may delete
  *   Tails          the files followed, kept in line with the directory by rescans and event batches
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
  *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself;
@@ -139,9 +141,10 @@ import picocli.CommandLine.Option;
  *                  /healthz and /readyz with --http-port, reading those snapshots only
  *   Diagnostics    Log: stderr only, one line each
  * </pre>
- * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Descriptors
- * (the open-file budget for thousands of files, and the one bounded open path), inode reuse
- * (Births, Positions.retire) and the watcher's pinning of short-lived files.
+ * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Copies (the
+ * copy a copytruncate left, shipped from where the truncated file stopped), Descriptors (the
+ * open-file budget for thousands of files, and the one bounded open path), inode reuse (Births,
+ * Positions.retire) and the watcher's pinning of short-lived files.
  */
 @Command(name = "logship", mixinStandardHelpOptions = true, versionProvider = LogShip.Version.class,
         sortOptions = false, usageHelpAutoWidth = true,
@@ -230,6 +233,20 @@ public class LogShip implements Callable<Integer> {
                     + "  Env: LOG_FORGET_AFTER   Default: " + DEFAULT_FORGET_AFTER)
     String forgetAfter;
 
+    @Option(names = "--remove-after", descriptionKey = "LOG_REMOVE_AFTER", paramLabel = "DURATION",
+            description = "Delete a file once every byte of it has been shipped (and, with --state, saved)"
+                    + " and it has not changed for this long; it is still read through its open handle for"
+                    + " --rotate-wait. Only for files no writer keeps open forever: see --remove-pattern."
+                    + " Unset: never delete.%n  Env: LOG_REMOVE_AFTER")
+    String removeAfter;
+
+    @Option(names = "--remove-pattern", descriptionKey = "LOG_REMOVE_PATTERN", paramLabel = "REGEX",
+            description = "With --remove-after, only files whose whole name matches this Java regex are"
+                    + " deleted. Match rotated or time-bucketed names only, never a file a writer keeps open"
+                    + " (its later writes would go to a deleted file).%n"
+                    + "  Env: LOG_REMOVE_PATTERN   Default: the --pattern")
+    String removePattern;
+
     @Option(names = "--format", descriptionKey = "LOG_FORMAT", paramLabel = "raw|json", defaultValue = DEFAULT_FORMAT,
             description = "raw: each line exactly as the file holds it. json: one object per line with"
                     + " message, log.file.path, log.file.name, log.offset, log.truncated (cut lines only) and"
@@ -271,7 +288,7 @@ public class LogShip implements Callable<Integer> {
     record Settings(Path directory, Pattern pattern, Duration interval, StartAt startAt, int maxLineBytes,
                     Duration drainTimeout, Path stateFile, Duration rotateWait, Duration forgetAfter,
                     Format format, boolean timestamp, Map<String, String> resource, OptionalInt httpPort,
-                    boolean once, Level level) {}
+                    boolean once, Level level, Removal.Rule removal) {}
 
     /** The Downward API variables the JSON format reads (the constants' names), each with the key it writes. */
     enum Resource {
@@ -312,7 +329,7 @@ public class LogShip implements Callable<Integer> {
                 positiveDuration("LOG_FORGET_AFTER (--forget-after)", forgetAfter),
                 outputFormat,
                 oneOf(Switch.class, "LOG_TIMESTAMP (--timestamp)", timestamp) == Switch.TRUE,
-                resource(env), httpPort(httpPort), once, level);
+                resource(env), httpPort(httpPort), once, level, removal(removeAfter, removePattern, filePattern));
     }
 
     /** The environment the options were read from: the Downward API variables come from it too. */
@@ -382,16 +399,29 @@ public class LogShip implements Callable<Integer> {
         return "LANG";
     }
 
-    /** DOTALL: a file name is one string, and '.' should match any of its characters, even a newline. */
     static Pattern filePattern(String value) throws ConfigError {
+        return namePattern("LOG_FILE_PATTERN (--pattern)", value);
+    }
+
+    /** Null without --remove-after: then nothing is ever deleted. */
+    static Removal.Rule removal(String after, String pattern, Pattern filePattern) throws ConfigError {
+        if (after == null || after.isBlank()) return null;
+        Duration unchanged = positiveDuration("LOG_REMOVE_AFTER (--remove-after)", after);
+        Pattern names = pattern == null || pattern.isBlank() ? filePattern
+                : namePattern("LOG_REMOVE_PATTERN (--remove-pattern)", pattern);
+        return new Removal.Rule(unchanged, names);
+    }
+
+    /** DOTALL: a file name is one string, and '.' should match any of its characters, even a newline. */
+    static Pattern namePattern(String setting, String value) throws ConfigError {
         try {
             return Pattern.compile(value, Pattern.DOTALL);
         } catch (PatternSyntaxException e) {
             if (value.startsWith("*") || value.startsWith("?")) {
-                throw new ConfigError("LOG_FILE_PATTERN (--pattern) '" + value + "' looks like a glob, but a regex is"
+                throw new ConfigError(setting + " '" + value + "' looks like a glob, but a regex is"
                         + " expected that matches the whole file name: write " + regexForGlob(value) + ".");
             }
-            throw new ConfigError("LOG_FILE_PATTERN (--pattern) '" + value + "' is not a valid regex: "
+            throw new ConfigError(setting + " '" + value + "' is not a valid regex: "
                     + e.getDescription() + " near index " + e.getIndex() + ".");
         }
     }
@@ -542,7 +572,7 @@ public class LogShip implements Callable<Integer> {
      * A positions file among the logs it describes, matching the pattern, would be shipped after
      * every save, forever. Refused rather than quietly skipped: "every matching file is shipped"
      * then needs no exception in the scanner, and the mistake is seen at once instead of as a
-     * missing file later (in the pod the log directory is mounted read-only, so it cannot happen).
+     * missing file later (in the pod the positions file has a volume of its own, so it cannot happen).
      */
     static void positionsAreNotShipped(Path positions, Path directory, Pattern pattern) throws ConfigError {
         if (positions == null) return;
@@ -693,6 +723,8 @@ public class LogShip implements Callable<Integer> {
         private final Scanner scanner;
         private final Tail.Shared shared;
         private final Archives archives;
+        /** Null unless --remove-after is set; never with --once. */
+        private final Removal removal;
         private final Ticker ticker;
         private final Metrics metrics;
         private final Tails tails;
@@ -709,11 +741,16 @@ public class LogShip implements Callable<Integer> {
             this.positions = positions;
             this.metrics = metrics;
             this.scanner = new Scanner(settings.directory(), settings.pattern(), metrics);
+            Births births = Births.provenIn(settings.stateFile(), Path.of(System.getProperty("java.io.tmpdir")));
+            // The table of tails: Tails keeps it; Copies only looks (is a copy's name already followed?).
+            Map<FileKey, Tail> followed = new LinkedHashMap<>();
             this.shared = new Tail.Shared(new LineReader(settings.maxLineBytes()), sink,
-                    Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes(),
-                    Births.provenIn(settings.stateFile(), Path.of(System.getProperty("java.io.tmpdir"))), metrics);
+                    Descriptors.fromProcessLimit(), scanner, positions, settings.maxLineBytes(), births, metrics,
+                    new Copies(settings.directory(), positions, births, Collections.unmodifiableMap(followed)));
             this.archives = new Archives(positions, shared, metrics);
-            this.tails = new Tails(settings, scanner, shared, archives, positions, metrics);
+            this.tails = new Tails(settings, followed, scanner, shared, archives, positions, metrics);
+            this.removal = settings.removal() == null || settings.once() ? null
+                    : new Removal(settings.removal(), metrics);
             this.ticker = new Ticker(settings.interval());
         }
 
@@ -807,6 +844,7 @@ public class LogShip implements Callable<Integer> {
             tails.rescan(false);
             readUntilCaughtUp(tails.snapshot(), NO_DEADLINE, false);
             tails.closeQuietRotatedFiles();
+            removeFullyShippedFiles();
             forgetOldPositions();
         }
 
@@ -868,6 +906,30 @@ public class LogShip implements Callable<Integer> {
                 if (ticker.saveDue(positionsBehind())) savePositions();
             }
             return true;
+        }
+
+        /** With --remove-after: delete what Removal finds due, once the positions that make it due are saved. */
+        private void removeFullyShippedFiles() {
+            if (removal == null) return;
+            List<Tail> due = removal.due(tails.all());
+            if (due.isEmpty()) return;
+            // Deleted only once the record that its bytes went out is durable: never a file that a
+            // restart would still count as unshipped.
+            if (positions.persistent()) {
+                IOException failed = trySavingPositions();
+                if (failed != null) {
+                    Log.warnOnce("save", "cannot save positions: " + reason(failed) + "; will retry, and delete"
+                            + " nothing until then");
+                    return;
+                }
+            }
+            for (Tail tail : due) {
+                if (!removal.remove(tail)) continue;
+                tail.removedByLogShip();
+                // An archive holds no handle to read on: it is done now.
+                if (tail.compressed) tails.dropRemoved(tail);
+            }
+            metrics.followOnly(tails.keys());
         }
 
         private void forgetOldPositions() {
@@ -979,7 +1041,7 @@ public class LogShip implements Callable<Integer> {
      * gone for good leaves its position behind. Only the loop touches it, so no locks.
      */
     static final class Tails {
-        private final Map<FileKey, Tail> byKey = new LinkedHashMap<>();
+        private final Map<FileKey, Tail> byKey;
         private final Settings settings;
         private final Scanner scanner;
         private final Tail.Shared shared;
@@ -989,8 +1051,9 @@ public class LogShip implements Callable<Integer> {
         /** A position was kept for a tail that left the table: the positions file is behind. */
         private boolean positionsChanged;
 
-        Tails(Settings settings, Scanner scanner, Tail.Shared shared, Archives archives, Positions positions,
-              Metrics metrics) {
+        Tails(Settings settings, Map<FileKey, Tail> byKey, Scanner scanner, Tail.Shared shared, Archives archives,
+              Positions positions, Metrics metrics) {
+            this.byKey = byKey;
             this.settings = settings;
             this.scanner = scanner;
             this.shared = shared;
@@ -1183,7 +1246,12 @@ public class LogShip implements Callable<Integer> {
                 if (tail.goneAndQuietFor(quiet)) {
                     Log.debug("done with " + tail.name() + " (renamed away or deleted, and quiet)");
                     metrics.unread(Metrics.Unread.UNFINISHED_LINE, tail.unreadBytes());
-                    keepPosition(tail);
+                    if (tail.removed()) {
+                        positions.forget(tail.key);
+                        positionsChanged = true;
+                    } else {
+                        keepPosition(tail);
+                    }
                     tail.close();
                     it.remove();
                     metrics.followOnly(byKey.keySet());
@@ -1191,10 +1259,116 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
+        /** A file LogShip removed is forgotten with its handle: per-minute files must not grow the positions file. */
+        void dropRemoved(Tail tail) {
+            tail.close();
+            byKey.remove(tail.key);
+            positions.forget(tail.key);
+            positionsChanged = true;
+        }
+
         /** A finished tail's position is kept: a restart or its compressed copy may still need it. */
         private void keepPosition(Tail tail) {
             positions.put(tail.entry());
             positionsChanged = true;
+        }
+    }
+
+    /**
+     * --remove-after: deletes files that are fully shipped, so a volume nothing else rotates stays
+     * bounded. Safe by construction: a file goes only when every byte of it has been accepted by
+     * stdout (and, with a positions file, saved), it has not changed in size or time for
+     * --remove-after, its name matches --remove-pattern, and its directory entry is itself the
+     * regular file (never a symlink's target). The entry is deleted by name without following links,
+     * and the tail keeps reading its handle until quiet for --rotate-wait, so a writer's last write
+     * through an old descriptor still ships. The hazard it cannot remove: a writer that keeps one
+     * file open forever writes on into the deleted file, so such a file must not match
+     * --remove-pattern.
+     */
+    static final class Removal {
+        /** The settings: unchanged for this long, and a name that matches. */
+        record Rule(Duration unchanged, Pattern names) {}
+
+        /** A file's size and time as LogShip saw them, and since when they have stayed so. */
+        private record Still(long size, long modifiedMicros, long sinceNanos) {}
+
+        private final Rule rule;
+        private final Metrics metrics;
+        private final Map<FileKey, Still> still = new HashMap<>();
+        /** Failed deletes by reason: one warning per reason, with a running count. */
+        private final Map<String, Integer> failures = new HashMap<>();
+
+        Removal(Rule rule, Metrics metrics) {
+            this.rule = rule;
+            this.metrics = metrics;
+        }
+
+        /**
+         * The tails whose files may be deleted now, by every condition but the saved position
+         * (the caller saves them all at once first).
+         */
+        List<Tail> due(Collection<Tail> tails) {
+            long now = System.nanoTime();
+            Set<FileKey> looked = new HashSet<>();
+            List<Tail> due = new ArrayList<>();
+            for (Tail tail : tails) {
+                if (tail.renamedAwayOrDeleted() || !rule.names().matcher(tail.name()).matches()) continue;
+                Still seen = lookAt(tail);
+                if (seen == null) continue;
+                looked.add(tail.key);
+                Still was = still.get(tail.key);
+                if (was == null || was.size() != seen.size() || was.modifiedMicros() != seen.modifiedMicros()) {
+                    still.put(tail.key, seen);
+                } else if (now - was.sinceNanos() >= rule.unchanged().toNanos() && tail.shippedToEnd(seen.size())) {
+                    due.add(tail);
+                }
+            }
+            still.keySet().retainAll(looked);
+            return due;
+        }
+
+        /** Its size and time now, if its own directory entry is this regular file; else null. */
+        private static Still lookAt(Tail tail) {
+            if (tail.entryPath() == null) return null;
+            try {
+                Map<String, Object> attrs = Files.readAttributes(tail.entryPath(),
+                        "unix:dev,ino,size,lastModifiedTime,isRegularFile", LinkOption.NOFOLLOW_LINKS);
+                FileKey key = new FileKey(((Number) attrs.get("dev")).longValue(), ((Number) attrs.get("ino")).longValue());
+                if (!(Boolean) attrs.get("isRegularFile") || !key.equals(tail.key)) return null;
+                return new Still((Long) attrs.get("size"), ((FileTime) attrs.get("lastModifiedTime"))
+                        .to(TimeUnit.MICROSECONDS), System.nanoTime());
+            } catch (IOException e) {
+                return null; // gone or unreadable: the scanner will say
+            }
+        }
+
+        /**
+         * Deletes the file's directory entry (the entry itself: a symlink would be unlinked, never
+         * followed). True when it went; a failure is warned once per reason and shipping goes on.
+         */
+        boolean remove(Tail tail) {
+            Path entry = tail.entryPath();
+            try {
+                // The entry is looked at once more right before: it must still be this file, whole.
+                Still now = lookAt(tail);
+                if (now == null || !tail.holdOpen() || !tail.shippedToEnd(now.size())) return false;
+                Files.delete(entry);
+            } catch (NoSuchFileException e) {
+                return false; // someone else deleted it: the scanner sees it gone
+            } catch (IOException e) {
+                String why = reason(e);
+                int count = failures.merge(why, 1, Integer::sum);
+                Log.warnOnce("remove:" + why, "cannot remove " + tail.name() + " (--remove-after): " + why + "; "
+                        + count + " failed so far; it stays, and shipping goes on");
+                // Not tried again before it has been unchanged for --remove-after once more.
+                still.put(tail.key, new Still(-1, -1, System.nanoTime()));
+                return false;
+            }
+            still.remove(tail.key);
+            metrics.filesRemoved.incrementAndGet();
+            Log.debug("removed " + tail.name() + ": shipped to its end and unchanged for "
+                    + formatDuration(rule.unchanged()));
+            return true;
         }
     }
 
@@ -1437,6 +1611,21 @@ public class LogShip implements Callable<Integer> {
         }
 
         /**
+         * Does a file with these first bytes, this length and this checksum of the bytes before
+         * our offset ({@code crcBeforeOffset}, null if unknown) hold everything shipped up to
+         * here, so that it is a copy of this file? The one rule for copies, compressed (Archives)
+         * or plain (Copies), on evidence a look-alike (a shared banner) cannot fake: the same first
+         * bytes, the same bytes just before the offset, and at least that long.
+         */
+        boolean isHeldBy(byte[] head, int headLength, long length, Long crcBeforeOffset) {
+            if (fingerprint.length() == 0 || !fingerprint.matchesStartOf(head, headLength) || length < offset) {
+                return false;
+            }
+            if (marker.length() == 0) return offset <= fingerprint.length();
+            return crcBeforeOffset != null && crcBeforeOffset == marker.crc();
+        }
+
+        /**
          * With --start-at tail: the start of the last, unfinished line, or the end if all lines are
          * whole; inside a cut line when the last one is longer than the limit.
          */
@@ -1471,7 +1660,7 @@ public class LogShip implements Callable<Integer> {
     static final class Tail {
         /** What every tail reads with; passed once, so a tail can own its reads without owning these. */
         record Shared(LineReader reader, Sink sink, Descriptors descriptors, Scanner scanner, Positions positions,
-                      int maxLineBytes, Births births, Metrics metrics) {}
+                      int maxLineBytes, Births births, Metrics metrics, Copies copies) {}
 
         final FileKey key;
         final boolean compressed;
@@ -1497,6 +1686,12 @@ public class LogShip implements Callable<Integer> {
         private long noLineEndBefore;
         /** Renamed away, then found under its new name: it can be reopened there. */
         private boolean foundElsewhere;
+        /** Deleted by LogShip itself (--remove-after): once closed, its position is of no use. */
+        private boolean removed;
+        /** When LogShip began reading the file's current content: a copy of it cannot be older. */
+        private long contentSinceMillis = System.currentTimeMillis();
+        /** Truncated by copytruncate: its copy, shipped from the old offset before the file is read from 0. */
+        private Copies.Copy copy;
         // Compressed files only: the decompressed stream positioned at the offset, whether all of it
         // was shipped, and the archive's size and time when it was found complete.
         private ArchiveStream inflated;
@@ -1550,6 +1745,9 @@ public class LogShip implements Callable<Integer> {
         }
 
         String name() { return path.getFileName().toString(); }
+
+        /** The directory entry it goes by, if that entry is the file itself (not a symlink to it); else null. */
+        Path entryPath() { return path.equals(source) ? path : null; }
 
         boolean renamedAwayOrDeleted() { return goneSinceNanos != 0; }
 
@@ -1636,6 +1834,7 @@ public class LogShip implements Callable<Integer> {
         }
 
         private boolean readPlainTurn(Turn turn) throws IOException {
+            if (copy != null) return readCopyTurn(turn);
             FileChannel file = channel != null ? channel : reopen();
             if (file == null) return false;
             long seen = size;
@@ -1643,12 +1842,21 @@ public class LogShip implements Callable<Integer> {
             // The marker is checked even when the size is unchanged: a file truncated and rewritten to
             // exactly its old length would otherwise pass for unchanged until it grew again.
             if (size < at.offset() || !at.marker().stillBefore(file, at.offset())) {
-                Log.warn(name() + " was truncated; reading it again from the start");
                 shared.metrics().filesRotated.incrementAndGet();
+                copy = shared.copies().find(key, at, contentSinceMillis);
+                if (copy != null) {
+                    Log.info(name() + " was truncated; shipping the " + (copy.length() - at.offset()) + " bytes its copy "
+                            + copy.path().getFileName() + " holds past byte " + at.offset() + " first, then reading it"
+                            + " again from the start");
+                    size = copy.length();
+                    return readCopyTurn(turn);
+                }
+                Log.warn(name() + " was truncated; reading it again from the start. No copy of it was found in the"
+                        + " directory, so any lines written between the last read and the truncate are lost (with"
+                        + " logrotate's copytruncate and compress, add delaycompress)");
                 // What was seen but not yet shipped is gone (more may have been, unseen).
                 shared.metrics().unread(Metrics.Unread.TRUNCATED, seen - at.offset());
-                at = Checkpoint.START;
-                noLineEndBefore = 0;
+                readAgainFromStart();
             }
             sample();
             ByteSource bytes = file::read;
@@ -1669,6 +1877,61 @@ public class LogShip implements Callable<Integer> {
             }
             if (!progress.moreToRead()) idle();
             return progress.moreToRead();
+        }
+
+        /**
+         * A turn on the copy of this truncated file: its bytes past the old offset, to its end (a last
+         * line without its newline too: the copy never grows). Then the file itself, from 0.
+         */
+        private boolean readCopyTurn(Turn turn) throws IOException {
+            FileChannel from = copy.channel();
+            Progress progress = shared.reader().read(from::read, at.offset(), at.skippingLongLine(),
+                    turn.shippingTrailingPartials(), shared.sink().originOf(copy.path()), shared.sink());
+            commit(progress);
+            // Kept in step, so that a tail closed half way finds the same copy again by its rule.
+            at = at.withMarker(Marker.before(from, at.offset()));
+            if (progress.moreToRead()) return true;
+            shared.copies().shippedToEnd(copy, at);
+            Descriptors.closeQuietly(from);
+            copy = null;
+            readAgainFromStart();
+            return true; // the truncated file is read next, from its start
+        }
+
+        /** Truncated: what the file holds from now on is new content. */
+        private void readAgainFromStart() {
+            at = Checkpoint.START;
+            noLineEndBefore = 0;
+            contentSinceMillis = System.currentTimeMillis();
+        }
+
+        /** Its file's bytes went out as the copy of another file: a tail that shipped none of them skips them. */
+        void shippedAsACopyTo(Checkpoint end) {
+            if (at.offset() == 0 && copy == null) at = end;
+        }
+
+        /**
+         * LogShip deleted this file (--remove-after): it is read through its handle until quiet for
+         * --rotate-wait, like any deleted file, and then forgotten.
+         */
+        void removedByLogShip() {
+            removed = true;
+            goneSinceNanos = System.nanoTime();
+        }
+
+        boolean removed() { return removed; }
+
+        /** Every byte of the file, at the size it has now, has been accepted by stdout. */
+        boolean shippedToEnd(long sizeNow) {
+            return compressed ? finished && sizeNow == archiveSize : copy == null && at.offset() == sizeNow;
+        }
+
+        /**
+         * Holds a handle on the file, reopening it if it was given back: a file about to be deleted
+         * is read through it afterwards. False if the name no longer leads to this file.
+         */
+        boolean holdOpen() throws IOException {
+            return compressed || channel != null || reopen() != null;
         }
 
         private boolean readArchiveTurn(Turn turn) throws IOException {
@@ -1785,8 +2048,10 @@ public class LogShip implements Callable<Integer> {
             if (channel != null || inflated != null) shared.descriptors().released();
             Descriptors.closeQuietly(channel);
             Descriptors.closeQuietly(inflated);
+            if (copy != null) Descriptors.closeQuietly(copy.channel());
             channel = null;
             inflated = null;
+            copy = null;
         }
     }
 
@@ -2161,19 +2426,12 @@ public class LogShip implements Callable<Integer> {
         record Complete(byte[] head, int headLength, long length, Map<Checkpoint, Long> markerCrcs)
                 implements ArchiveCheck {
             /**
-             * Is this archive a copy of a file that was shipped up to {@code original}? Only on
-             * evidence a look-alike (a shared banner) cannot fake: the same first bytes, the same
-             * bytes just before the offset, and at least that long. When in doubt it is not, and is
-             * shipped whole: a duplicate is better than a loss.
+             * Is this archive a copy of a file that was shipped up to {@code original}? By the one
+             * rule for copies, {@link Checkpoint#isHeldBy}. When in doubt it is not, and is shipped
+             * whole: a duplicate is better than a loss.
              */
             boolean isCopyOf(Checkpoint original) {
-                Fingerprint first = original.fingerprint();
-                if (first.length() == 0 || !first.matchesStartOf(head, headLength) || length < original.offset()) {
-                    return false;
-                }
-                if (original.marker().length() == 0) return original.offset() <= first.length();
-                Long crc = markerCrcs.get(original);
-                return crc != null && crc == original.marker().crc();
+                return original.isHeldBy(head, headLength, length, markerCrcs.get(original));
             }
         }
 
@@ -2268,6 +2526,108 @@ public class LogShip implements Callable<Integer> {
                 if (filled.get(c) == window.length) crcs.put(c, Checksum.of(window, window.length).crc());
             });
             return crcs;
+        }
+    }
+
+    /**
+     * copytruncate without loss. logrotate copies the file and then truncates it, so the lines
+     * written between LogShip's last read and the truncate exist only in the copy, whose name the
+     * pattern usually does not match. A tail that finds its file truncated asks here for the copy,
+     * ships the copy's bytes from its old offset to the copy's end, and only then reads the
+     * truncated file from 0. A copy logrotate already compressed (compress without delaycompress)
+     * is not looked into: the README asks for delaycompress.
+     */
+    static final class Copies {
+        /** A copy found and held open: what the tail ships from until its end. */
+        record Copy(Path path, FileKey key, FileChannel channel, long length) {}
+
+        /** File system clocks are coarse (a tick or so behind the wall clock): a copy's time may read that early. */
+        static final long CLOCK_SLACK_MILLIS = 1000;
+
+        private final Path directory;
+        private final Positions positions;
+        private final Births births;
+        /** The Shipper's tails, read only: a copy already followed under its own name ships there. */
+        private final Map<FileKey, Tail> tails;
+
+        Copies(Path directory, Positions positions, Births births, Map<FileKey, Tail> tails) {
+            this.directory = directory;
+            this.positions = positions;
+            this.births = births;
+            this.tails = tails;
+        }
+
+        /**
+         * The copy of a file that was shipped up to {@code at} and has just been found truncated:
+         * among the directory's regular files (any name), the newest that holds everything shipped
+         * ({@link Checkpoint#isHeldBy}) and was modified no earlier than {@code notBeforeMillis}, when
+         * LogShip began reading the file's current content (an older look-alike is a copy of
+         * something else). Null if there is none.
+         */
+        Copy find(FileKey truncated, Checkpoint at, long notBeforeMillis) {
+            record Candidate(Path path, FileKey key, long modifiedMillis) {}
+            List<Candidate> candidates = new ArrayList<>();
+            try (DirectoryStream<Path> entries = Files.newDirectoryStream(directory)) {
+                for (Path path : entries) {
+                    Map<String, Object> attrs;
+                    try {
+                        attrs = Files.readAttributes(path, "unix:dev,ino,size,lastModifiedTime,isRegularFile",
+                                LinkOption.NOFOLLOW_LINKS);
+                    } catch (IOException e) {
+                        continue; // gone or unreadable: not the copy
+                    }
+                    FileKey key = new FileKey(((Number) attrs.get("dev")).longValue(), ((Number) attrs.get("ino")).longValue());
+                    long modified = ((FileTime) attrs.get("lastModifiedTime")).toMillis();
+                    Tail follower = tails.get(key);
+                    if (!(Boolean) attrs.get("isRegularFile") || key.equals(truncated)
+                            || (Long) attrs.get("size") < at.offset() || modified < notBeforeMillis - CLOCK_SLACK_MILLIS
+                            || (follower != null && follower.checkpoint().offset() > 0)) {
+                        continue;
+                    }
+                    candidates.add(new Candidate(path, key, modified));
+                }
+            } catch (IOException | UncheckedIOException e) {
+                return null;
+            }
+            candidates.sort(Comparator.comparingLong(Candidate::modifiedMillis).reversed());
+            for (Candidate c : candidates) {
+                Copy copy = openIfCopy(c.path(), c.key(), at);
+                if (copy != null) return copy;
+            }
+            return null;
+        }
+
+        private static Copy openIfCopy(Path path, FileKey key, Checkpoint at) {
+            FileChannel channel = null;
+            try {
+                channel = Descriptors.openIfStill(path, key);
+                if (channel == null) return null;
+                byte[] head = new byte[Fingerprint.SIZE];
+                int headLength = readAt(channel, head, head.length, 0);
+                long length = channel.size();
+                int markerLength = at.marker().length();
+                Long crcBefore = markerLength == 0 || length < at.offset() ? null
+                        : Checksum.at(channel, at.offset() - markerLength, markerLength).crc();
+                if (at.isHeldBy(head, headLength, length, crcBefore)) return new Copy(path, key, channel, length);
+            } catch (IOException e) {
+                // unreadable: not the copy
+            }
+            Descriptors.closeQuietly(channel);
+            return null;
+        }
+
+        /**
+         * The copy's remainder went out: the copy is never shipped again as a file of its own, should
+         * its name match. A tail that already follows it but has shipped nothing moves to its end,
+         * and a tail started for it later (or after a restart) resumes there from its position.
+         */
+        void shippedToEnd(Copy copy, Checkpoint end) throws IOException {
+            Checkpoint whole = new Checkpoint(Fingerprint.read(copy.channel()), end.offset(), end.skippingLongLine(),
+                    Marker.before(copy.channel(), end.offset()));
+            positions.put(new Positions.Entry(copy.key(), false, whole, System.currentTimeMillis(), copy.path(),
+                    births.of(copy.path(), copy.key())));
+            Tail follower = tails.get(copy.key());
+            if (follower != null) follower.shippedAsACopyTo(whole);
         }
     }
 
@@ -3219,8 +3579,8 @@ public class LogShip implements Callable<Integer> {
          * Drops rows of files gone since before the cutoff, then, whatever the churn, the oldest rows of
          * gone files beyond {@link #GONE_ROWS_BYTES}. Rows of files that exist are never dropped: their
          * offsets are what a restart resumes from. (A file LogShip itself deletes needs no row at all:
-         * such a delete should forget its row at once, before it ever counts against this bound.)
-         * True if any row went.
+         * {@link #forget} drops it at once, before it ever counts against this bound.) True if any
+         * row went.
          */
         boolean forgetGone(long cutoffMillis, Set<FileKey> existing) {
             boolean forgot = entries.values().removeIf(e -> !existing.contains(e.key()) && e.lastSeenMillis() < cutoffMillis);
@@ -3239,6 +3599,9 @@ public class LogShip implements Callable<Integer> {
             retired.removeIf(evicted::contains);
             return true;
         }
+
+        /** A file LogShip deleted (--remove-after) and has closed: nothing will ever resume it. */
+        void forget(FileKey key) { entries.remove(key); }
 
         int size() { return entries.size() + retired.size(); }
 
