@@ -132,7 +132,8 @@ import picocli.CommandLine.Option;
  *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
  *                  Marker (bytes before the offset)
  *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
- *   Output         Sink: stdout, raw or JSON; an offset moves only after stdout accepted the bytes before it
+ *   Output         Sink: stdout, raw or JSON; an offset moves only after stdout accepted the bytes before it;
+ *                  StdoutWriter: the writer thread behind it and the buffers they share
  *   Positions      the positions file: versioned rows (PositionRow), written by temp file, fsync,
  *                  rename; bounded; PositionsLock (one shipper per positions file)
  *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
@@ -3029,9 +3030,6 @@ public class LogShip implements Callable<Integer> {
         /** The file lines come from, with what the format writes for it prepared once. */
         record Origin(Path path, byte[] jsonFields) {}
 
-        /** A write for the writer thread, and the buffer it hands back to the pool once done (or null). */
-        private record Write(ByteBuffer data, long lines, long cut, ByteBuffer recycle) {}
-
         /**
          * Buffers are direct: a heap buffer written to a channel is first copied into a temporary
          * direct one (cached per thread, counted against -XX:MaxDirectMemorySize), and FileOutputStream
@@ -3039,12 +3037,6 @@ public class LogShip implements Callable<Integer> {
          */
         static final int BUFFER_BYTES = 128 * 1024;
         static final int BUFFERS = 8;
-        /** The writer thread ends after this long without work; the next write starts another. */
-        static final long WRITER_IDLE_MILLIS = 10_000;
-        /** A non-blocking stdout that is full (EAGAIN) is tried again after this, doubling up to the most. */
-        static final long FULL_PAUSE_NANOS = 100_000;
-        static final long FULL_PAUSE_MOST_NANOS = 20_000_000;
-
         private static final byte[] JSON_START = "{\"message\":\"".getBytes(StandardCharsets.US_ASCII);
         private static final byte[] JSON_OFFSET = "\",\"log.offset\":".getBytes(StandardCharsets.US_ASCII);
         private static final byte[] JSON_TRUNCATED = ",\"log.truncated\":true".getBytes(StandardCharsets.US_ASCII);
@@ -3053,7 +3045,7 @@ public class LogShip implements Callable<Integer> {
                 DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'", Locale.ROOT).withZone(ZoneOffset.UTC);
         private static final char[] HEX = "0123456789abcdef".toCharArray();
         private static final byte[] HEX_BYTES = "0123456789abcdef".getBytes(StandardCharsets.US_ASCII);
-        private final WritableByteChannel out;
+        private final StdoutWriter writer;
         private final Format format;
         private final boolean timestamp;
         /** The k8s.* fields, the same for every line: written once here and copied into each origin. */
@@ -3074,24 +3066,12 @@ public class LogShip implements Callable<Integer> {
         private final CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
                 .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
         private final CharBuffer decoded = CharBuffer.allocate(4096);
-        // Shared with the writer thread, guarded by this.
-        private final ArrayDeque<ByteBuffer> free = new ArrayDeque<>();
-        private int allocated;
-        private final ArrayDeque<Write> queue = new ArrayDeque<>();
-        private long queued;
-        private long written;
-        private boolean writerRunning;
-        private IOException failure;
-        private long acceptedLines;
-        private long acceptedBytes;
-        private long acceptedCut;
-
         Sink(OutputStream out, Settings settings, Metrics metrics) {
             this(Channels.newChannel(out), settings, metrics);
         }
 
         Sink(WritableByteChannel out, Settings settings, Metrics metrics) {
-            this.out = out;
+            this.writer = new StdoutWriter(out, metrics);
             this.format = settings.format();
             this.timestamp = settings.timestamp();
             this.metrics = metrics;
@@ -3117,26 +3097,15 @@ public class LogShip implements Callable<Integer> {
         // ------------------------------------------------------------------------ the reader's side
 
         /** An empty buffer to read into, waiting while all of them are queued (stdout is behind). */
-        ByteBuffer buffer() throws StdoutFailed {
-            synchronized (this) {
-                if (free.isEmpty() && allocated < BUFFERS) {
-                    allocated++;
-                    return directBuffer();
-                }
-                awaitWriter(true);
-                return free.poll().clear();
-            }
-        }
+        ByteBuffer buffer() throws StdoutFailed { return writer.buffer(); }
 
         /** The reader is done with a chunk: back to the pool, behind any writes of its ranges. */
         void release(ByteBuffer chunk) throws StdoutFailed {
             if (chunkQueued) {
                 chunkQueued = false;
-                enqueue(new Write(null, 0, 0, chunk));
+                writer.enqueue(new StdoutWriter.Write(null, 0, 0, chunk));
             } else {
-                synchronized (this) {
-                    free.add(chunk);
-                }
+                writer.recycle(chunk);
             }
         }
 
@@ -3147,7 +3116,7 @@ public class LogShip implements Callable<Integer> {
         void lines(Origin origin, ByteBuffer chunk, int from, int to, long start, long count) throws StdoutFailed {
             if (format == Format.RAW) {
                 submitBlock(); // lines copied before these go out first
-                enqueue(new Write(chunk.slice(from, to - from), count, 0, null));
+                writer.enqueue(new StdoutWriter.Write(chunk.slice(from, to - from), count, 0, null));
                 chunkQueued = true;
                 return;
             }
@@ -3173,11 +3142,7 @@ public class LogShip implements Callable<Integer> {
         /** Stdout accepted everything so far: only now do the shipped counters move. */
         void flush() throws StdoutFailed {
             submitBlock();
-            synchronized (this) {
-                awaitWriter(false);
-                lines = acceptedLines;
-                metrics.shipped(acceptedLines, acceptedBytes, acceptedCut);
-            }
+            lines = writer.awaitWritten();
         }
 
         // ------------------------------------------------------------------------ JSON
@@ -3373,7 +3338,7 @@ public class LogShip implements Callable<Integer> {
             return escaped.toString();
         }
 
-        // ------------------------------------------------------------------------ blocks and the queue
+        // ------------------------------------------------------------------------ blocks
 
         /** The block being filled, with at least {@code bytes} free (at most BUFFER_BYTES). */
         private ByteBuffer room(int bytes) throws StdoutFailed {
@@ -3397,12 +3362,67 @@ public class LogShip implements Callable<Integer> {
             if (block == null || block.position() == 0) return;
             ByteBuffer full = block.flip();
             block = null;
-            enqueue(new Write(full, blockLines, blockCut, full));
+            writer.enqueue(new StdoutWriter.Write(full, blockLines, blockCut, full));
             blockLines = 0;
             blockCut = 0;
         }
 
-        private synchronized void enqueue(Write write) throws StdoutFailed {
+    }
+
+    /**
+     * The writer thread behind the Sink, and the pool of buffers the two share. Writes go out in the
+     * order they were queued; counts move to "accepted" only once stdout took every byte of a write,
+     * so the Sink's flush (which waits for them) still means "stdout accepted all of it".
+     */
+    static final class StdoutWriter {
+        /** A write for the writer thread, and the buffer it hands back to the pool once done (or null). */
+        record Write(ByteBuffer data, long lines, long cut, ByteBuffer recycle) {}
+
+        /** The writer thread ends after this long without work; the next write starts another. */
+        static final long WRITER_IDLE_MILLIS = 10_000;
+        /** A non-blocking stdout that is full (EAGAIN) is tried again after this, doubling up to the most. */
+        static final long FULL_PAUSE_NANOS = 100_000;
+        static final long FULL_PAUSE_MOST_NANOS = 20_000_000;
+
+        private final WritableByteChannel out;
+        private final Metrics metrics;
+        // Shared by the loop and the writer thread, guarded by this.
+        private final ArrayDeque<ByteBuffer> free = new ArrayDeque<>();
+        private int allocated;
+        private final ArrayDeque<Write> queue = new ArrayDeque<>();
+        private long queued;
+        private long written;
+        private boolean writerRunning;
+        private IOException failure;
+        private long acceptedLines;
+        private long acceptedBytes;
+        private long acceptedCut;
+
+        StdoutWriter(WritableByteChannel out, Metrics metrics) {
+            this.out = out;
+            this.metrics = metrics;
+        }
+
+        /** An empty buffer, waiting while all of them are queued (stdout is behind). */
+        synchronized ByteBuffer buffer() throws StdoutFailed {
+            if (free.isEmpty() && allocated < Sink.BUFFERS) {
+                allocated++;
+                return Sink.directBuffer();
+            }
+            awaitWriter(true);
+            return free.poll().clear();
+        }
+
+        synchronized void recycle(ByteBuffer buffer) { free.add(buffer); }
+
+        /** Waits until everything queued is written; publishes what stdout accepted, and returns its lines. */
+        synchronized long awaitWritten() throws StdoutFailed {
+            awaitWriter(false);
+            metrics.shipped(acceptedLines, acceptedBytes, acceptedCut);
+            return acceptedLines;
+        }
+
+        synchronized void enqueue(Write write) throws StdoutFailed {
             if (failure != null) {
                 if (write.recycle() != null) free.add(write.recycle());
                 throw new StdoutFailed(failure);
