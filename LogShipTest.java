@@ -207,6 +207,19 @@ public class LogShipTest {
         }
     }
 
+    /** Empties a file in place, keeping its inode, as copytruncate does after its copy. */
+    static void truncateInPlace(Path file) throws IOException {
+        try (var channel = java.nio.channels.FileChannel.open(file, StandardOpenOption.WRITE)) {
+            channel.truncate(0);
+        }
+    }
+
+    /** logrotate's copytruncate: copy the file, then empty it in place. */
+    static void copytruncate(Path file, Path copy) throws IOException {
+        Files.copy(file, copy);
+        truncateInPlace(file);
+    }
+
     static void append(Path file, String text) {
         try {
             Files.writeString(file, text, StandardCharsets.UTF_8, StandardOpenOption.CREATE, StandardOpenOption.APPEND,
@@ -1829,10 +1842,7 @@ public class LogShipTest {
             append(log, numbered("before", 0, 100));
             InProcess shipper = new InProcess(dir).start();
             shipper.poll();
-            Files.copy(log, dir.resolve("app.log.1"));
-            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
-                channel.truncate(0);
-            }
+            copytruncate(log, dir.resolve("app.log.1"));
             append(log, numbered("after", 0, 5));
             shipper.poll();
             assertLines(concat(numberedLines("before", 0, 100), numberedLines("after", 0, 5)),
@@ -1847,10 +1857,7 @@ public class LogShipTest {
             shipper.poll();
             // Written after the last read: once truncated, these are only in the copy.
             append(log, numbered("window", 0, 20));
-            Files.copy(log, dir.resolve("app.log.1"));
-            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
-                channel.truncate(0);
-            }
+            copytruncate(log, dir.resolve("app.log.1"));
             append(log, numbered("after", 0, 5));
             shipper.poll();
             assertLines(concat(concat(numberedLines("before", 0, 100), numberedLines("window", 0, 20)),
@@ -1865,10 +1872,7 @@ public class LogShipTest {
             InProcess shipper = new InProcess(dir, "-p", "app\\.log(\\.1)?").start();
             shipper.poll();
             append(log, numbered("window", 0, 20));
-            Files.copy(log, dir.resolve("app.log.1"));
-            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
-                channel.truncate(0);
-            }
+            copytruncate(log, dir.resolve("app.log.1"));
             append(log, numbered("after", 0, 5));
             shipper.poll();
             shipper.poll();
@@ -1885,9 +1889,7 @@ public class LogShipTest {
             shipper.poll();
             // Same first bytes, long enough, fresh; but other bytes before the shipped offset.
             append(dir.resolve("other.log.1"), banner + numbered("BEFORE", 0, 50) + numbered("stranger", 0, 20));
-            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
-                channel.truncate(0);
-            }
+            truncateInPlace(log);
             append(log, numbered("after", 0, 5));
             shipper.poll();
             assertLines(concat(concat(List.of("# app started"), numberedLines("before", 0, 50)),
@@ -1906,10 +1908,7 @@ public class LogShipTest {
                 run.signal("STOP");
                 try {
                     append(log, numbered("window", 0, 500));
-                    Files.copy(log, dir.resolve("app.log.1"));
-                    try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
-                        channel.truncate(0);
-                    }
+                    copytruncate(log, dir.resolve("app.log.1"));
                     append(log, numbered("after", 0, 100));
                 } finally {
                     run.signal("CONT");
@@ -1943,10 +1942,7 @@ public class LogShipTest {
                         out.write(batch.toString().getBytes(StandardCharsets.UTF_8));
                         out.flush();
                         if (System.nanoTime() - nextRotation >= 0) {
-                            Files.copy(log, dir.resolve("app.log." + ++rotations));
-                            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
-                                channel.truncate(0);
-                            }
+                            copytruncate(log, dir.resolve("app.log." + ++rotations));
                             nextRotation += Duration.ofMillis(700).toNanos();
                         }
                         Thread.sleep(2);
@@ -1966,9 +1962,7 @@ public class LogShipTest {
             InProcess shipper = new InProcess(dir).start();
             shipper.poll();
             long shippedOffset = Files.size(log);
-            try (var channel = java.nio.channels.FileChannel.open(log, StandardOpenOption.WRITE)) {
-                channel.truncate(0);
-            }
+            truncateInPlace(log);
             // Grows past the old offset before the shipper looks again: only the marker can tell.
             append(log, numbered("regrown-", 0, 40));
             assertTrue(Files.size(log) > shippedOffset);
@@ -3617,9 +3611,7 @@ public class LogShipTest {
                     }
                 }
                 Files.copy(g.path, copy, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
-                try (var channel = java.nio.channels.FileChannel.open(g.path, StandardOpenOption.WRITE)) {
-                    channel.truncate(0);
-                }
+                truncateInPlace(g.path);
                 if (g.seen && g.shippedUpTo > 0) {
                     // The shipper has an offset and a marker in it: it finds the copy at its next poll
                     // and ships the rest from there, so what is not yet shipped still must be.
