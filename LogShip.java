@@ -3037,35 +3037,19 @@ public class LogShip implements Callable<Integer> {
          */
         static final int BUFFER_BYTES = 128 * 1024;
         static final int BUFFERS = 8;
-        private static final byte[] JSON_START = "{\"message\":\"".getBytes(StandardCharsets.US_ASCII);
-        private static final byte[] JSON_OFFSET = "\",\"log.offset\":".getBytes(StandardCharsets.US_ASCII);
-        private static final byte[] JSON_TRUNCATED = ",\"log.truncated\":true".getBytes(StandardCharsets.US_ASCII);
-        private static final byte[] JSON_TIMESTAMP = ",\"timestamp\":\"".getBytes(StandardCharsets.US_ASCII);
-        private static final DateTimeFormatter RFC_3339 =
-                DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'", Locale.ROOT).withZone(ZoneOffset.UTC);
-        private static final char[] HEX = "0123456789abcdef".toCharArray();
-        private static final byte[] HEX_BYTES = "0123456789abcdef".getBytes(StandardCharsets.US_ASCII);
         private final StdoutWriter writer;
         private final Format format;
-        private final boolean timestamp;
         /** The k8s.* fields, the same for every line: written once here and copied into each origin. */
         private final String resourceFields;
         private final Metrics metrics;
         /** Lines stdout accepted, as of the last flush. */
         long lines;
-        // The loop's side: the block being filled with copied lines or JSON, and what it holds.
-        private ByteBuffer block;
-        private long blockLines;
-        private long blockCut;
+        /** The loop's side: the block being filled with copied lines or JSON. */
+        private final OutputBlock block;
+        private final JsonEncoder json;
         /** The reader's chunk has ranges queued for writing: it goes back to the pool behind them. */
         private boolean chunkQueued;
-        // The timestamp is formatted again only when the millisecond changed.
-        private long stampMillis = -1;
-        private byte[] stamp;
-        // Invalid UTF-8 is decoded as the JDK decodes it (String's rules), a piece at a time.
-        private final CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
-                .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
-        private final CharBuffer decoded = CharBuffer.allocate(4096);
+
         Sink(OutputStream out, Settings settings, Metrics metrics) {
             this(Channels.newChannel(out), settings, metrics);
         }
@@ -3073,18 +3057,19 @@ public class LogShip implements Callable<Integer> {
         Sink(WritableByteChannel out, Settings settings, Metrics metrics) {
             this.writer = new StdoutWriter(out, metrics);
             this.format = settings.format();
-            this.timestamp = settings.timestamp();
+            this.block = new OutputBlock(writer);
+            this.json = new JsonEncoder(block, settings.timestamp());
             this.metrics = metrics;
             StringBuilder fields = new StringBuilder();
             settings.resource().forEach((key, value) -> fields.append(",\"").append(key).append("\":\"")
-                    .append(jsonEscape(value)).append('"'));
+                    .append(JsonEncoder.jsonEscape(value)).append('"'));
             this.resourceFields = fields.toString();
         }
 
         Origin originOf(Path path) {
             byte[] fields = format == Format.JSON
-                    ? (",\"log.file.path\":\"" + jsonEscape(path.toString()) + "\",\"log.file.name\":\""
-                            + jsonEscape(path.getFileName().toString()) + "\"" + resourceFields + "}\n")
+                    ? (",\"log.file.path\":\"" + JsonEncoder.jsonEscape(path.toString()) + "\",\"log.file.name\":\""
+                            + JsonEncoder.jsonEscape(path.getFileName().toString()) + "\"" + resourceFields + "}\n")
                             .getBytes(StandardCharsets.UTF_8)
                     : new byte[0];
             return new Origin(path, fields);
@@ -3115,13 +3100,13 @@ public class LogShip implements Callable<Integer> {
          */
         void lines(Origin origin, ByteBuffer chunk, int from, int to, long start, long count) throws StdoutFailed {
             if (format == Format.RAW) {
-                submitBlock(); // lines copied before these go out first
+                block.submit(); // lines copied before these go out first
                 writer.enqueue(new StdoutWriter.Write(chunk.slice(from, to - from), count, 0, null));
                 chunkQueued = true;
                 return;
             }
             for (int i = from; i < to; ) {
-                int end = jsonLine(origin, chunk, i, to, start + (i - from), false);
+                int end = json.line(origin, chunk, i, to, start + (i - from), false);
                 i = end + 1;
             }
         }
@@ -3129,29 +3114,102 @@ public class LogShip implements Callable<Integer> {
         /** One line that starts at {@code start} in its file (in a .gz, in the decompressed stream). */
         void line(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut) throws StdoutFailed {
             if (format == Format.RAW) {
-                put(text, offset, length);
-                room(1).put((byte) '\n');
-                blockLines++;
-                if (wasCut) blockCut++;
+                block.put(text, offset, length);
+                block.room(1).put((byte) '\n');
+                block.lineWritten(wasCut);
             } else {
                 ByteBuffer in = ByteBuffer.wrap(text, offset, length).order(ByteOrder.LITTLE_ENDIAN);
-                jsonLine(origin, in, offset, offset + length, start, wasCut);
+                json.line(origin, in, offset, offset + length, start, wasCut);
             }
         }
 
         /** Stdout accepted everything so far: only now do the shipped counters move. */
         void flush() throws StdoutFailed {
-            submitBlock();
+            block.submit();
             lines = writer.awaitWritten();
         }
+    }
 
-        // ------------------------------------------------------------------------ JSON
+    /**
+     * The block the Sink fills with copied lines (raw) or JSON, and how many lines it holds: queued
+     * for the writer thread when full and at each flush.
+     */
+    static final class OutputBlock {
+        private final StdoutWriter writer;
+        private ByteBuffer block;
+        private long lines;
+        private long cut;
+
+        OutputBlock(StdoutWriter writer) { this.writer = writer; }
+
+        /** The block being filled, with at least {@code bytes} free (at most BUFFER_BYTES). */
+        ByteBuffer room(int bytes) throws StdoutFailed {
+            if (block != null && block.remaining() >= bytes) return block;
+            submit();
+            if (block == null) block = writer.buffer();
+            return block;
+        }
+
+        void put(byte[] bytes, int offset, int length) throws StdoutFailed {
+            for (int at = offset, end = offset + length; at < end; ) {
+                ByteBuffer into = room(1);
+                int n = Math.min(into.remaining(), end - at);
+                into.put(bytes, at, n);
+                at += n;
+            }
+        }
+
+        /** Queues what the block holds, if anything. */
+        void submit() throws StdoutFailed {
+            if (block == null || block.position() == 0) return;
+            ByteBuffer full = block.flip();
+            block = null;
+            writer.enqueue(new StdoutWriter.Write(full, lines, cut, full));
+            lines = 0;
+            cut = 0;
+        }
+
+        /** A whole line went into the block; counted as accepted once the block is written. */
+        void lineWritten(boolean wasCut) {
+            lines++;
+            if (wasCut) cut++;
+        }
+    }
+
+    /**
+     * The JSON format: one object per line, written straight into the Sink's block, so that no
+     * line is built on the heap first (a long line costs no more heap than in raw).
+     */
+    static final class JsonEncoder {
+        private static final byte[] JSON_START = "{\"message\":\"".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_OFFSET = "\",\"log.offset\":".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_TRUNCATED = ",\"log.truncated\":true".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_TIMESTAMP = ",\"timestamp\":\"".getBytes(StandardCharsets.US_ASCII);
+        private static final DateTimeFormatter RFC_3339 =
+                DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'", Locale.ROOT).withZone(ZoneOffset.UTC);
+        private static final char[] HEX = "0123456789abcdef".toCharArray();
+        private static final byte[] HEX_BYTES = "0123456789abcdef".getBytes(StandardCharsets.US_ASCII);
+        private final OutputBlock out;
+        private final boolean timestamp;
+        // The timestamp is formatted again only when the millisecond changed.
+        private long stampMillis = -1;
+        private byte[] stamp;
+        // Invalid UTF-8 is decoded as the JDK decodes it (String's rules), a piece at a time.
+        private final CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
+                .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
+        private final CharBuffer decoded = CharBuffer.allocate(4096);
+
+        JsonEncoder(OutputBlock out, boolean timestamp) {
+            this.out = out;
+            this.timestamp = timestamp;
+        }
+
 
         /**
          * One object for the line starting at in[from]; its text ends at the first newline or at
          * {@code to}. Returns where it ended.
          */
-        private int jsonLine(Origin origin, ByteBuffer in, int from, int to, long start, boolean wasCut)
+        int line(Sink.Origin origin, ByteBuffer in, int from, int to, long start, boolean wasCut)
                 throws StdoutFailed {
             put(JSON_START, 0, JSON_START.length);
             int end = escape(in, from, to);
@@ -3165,8 +3223,7 @@ public class LogShip implements Callable<Integer> {
                 room(1).put((byte) '"');
             }
             put(origin.jsonFields(), 0, origin.jsonFields().length);
-            blockLines++;
-            if (wasCut) blockCut++;
+            out.lineWritten(wasCut);
             return end;
         }
 
@@ -3338,35 +3395,9 @@ public class LogShip implements Callable<Integer> {
             return escaped.toString();
         }
 
-        // ------------------------------------------------------------------------ blocks
+        private ByteBuffer room(int bytes) throws StdoutFailed { return out.room(bytes); }
 
-        /** The block being filled, with at least {@code bytes} free (at most BUFFER_BYTES). */
-        private ByteBuffer room(int bytes) throws StdoutFailed {
-            if (block != null && block.remaining() >= bytes) return block;
-            submitBlock();
-            if (block == null) block = buffer();
-            return block;
-        }
-
-        private void put(byte[] bytes, int offset, int length) throws StdoutFailed {
-            for (int at = offset, end = offset + length; at < end; ) {
-                ByteBuffer into = room(1);
-                int n = Math.min(into.remaining(), end - at);
-                into.put(bytes, at, n);
-                at += n;
-            }
-        }
-
-        /** Queues what the block holds, if anything. */
-        private void submitBlock() throws StdoutFailed {
-            if (block == null || block.position() == 0) return;
-            ByteBuffer full = block.flip();
-            block = null;
-            writer.enqueue(new StdoutWriter.Write(full, blockLines, blockCut, full));
-            blockLines = 0;
-            blockCut = 0;
-        }
-
+        private void put(byte[] bytes, int offset, int length) throws StdoutFailed { out.put(bytes, offset, length); }
     }
 
     /**
