@@ -127,13 +127,15 @@ import picocli.CommandLine.Option;
  *                  says when each is due; Removal decides which files --remove-after may delete
  *   Tails          the files followed, kept in line with the directory by rescans and event batches
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
- *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself;
- *                  Checkpoint.startOf decides where a new one starts
+ *   Tail           one file being shipped: its names, and how far it got (only its commit moves that);
+ *                  a PlainTail opens, reads a turn, reopens and closes its file itself, an ArchiveTail
+ *                  reads a .gz once; Checkpoint.startOf decides where a new one starts
  *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
  *                  Marker (bytes before the offset)
  *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
  *   Output         Sink: stdout, raw or JSON; an offset moves only after stdout accepted the bytes before it;
- *                  StdoutWriter: the writer thread behind it and the buffers they share
+ *                  OutputBlock: the block lines are copied into; JsonEncoder: the JSON format, written
+ *                  straight into that block; StdoutWriter: the writer thread and the buffers they share
  *   Positions      the positions file: versioned rows (PositionRow), written by temp file, fsync,
  *                  rename; bounded; PositionsLock (one shipper per positions file)
  *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
@@ -142,10 +144,10 @@ import picocli.CommandLine.Option;
  *                  /healthz and /readyz with --http-port, reading those snapshots only
  *   Diagnostics    Log: stderr only, one line each
  * </pre>
- * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Copies (the
- * copy a copytruncate left, shipped from where the truncated file stopped), Descriptors (the
- * open-file budget for thousands of files, and the one bounded open path), inode reuse (Births,
- * Positions.retire) and the watcher's pinning of short-lived files.
+ * Advanced, skippable on a first read: Archives and ArchiveTail (gzip copies of files already
+ * shipped), Copies (the copy a copytruncate left, shipped from where the truncated file stopped),
+ * Descriptors (the open-file budget for thousands of files, and the one bounded open path), inode
+ * reuse (Births, Positions.retire) and the watcher's pinning of short-lived files.
  */
 @Command(name = "logship", mixinStandardHelpOptions = true, versionProvider = LogShip.Version.class,
         sortOptions = false, usageHelpAutoWidth = true,
@@ -1140,7 +1142,7 @@ public class LogShip implements Callable<Integer> {
             for (ScannedFile file : missed) {
                 Path now = found.get(file.key());
                 if (now == null || byKey.containsKey(file.key())) continue;
-                Tail tail = Tail.start(new ScannedFile(now, now, file.key(), file.size()), null, false, shared);
+                Tail tail = PlainTail.start(new ScannedFile(now, now, file.key(), file.size()), null, false, shared);
                 if (tail == null) continue;
                 byKey.put(tail.key, tail);
                 tail.lostItsName();
@@ -1150,7 +1152,7 @@ public class LogShip implements Callable<Integer> {
 
         private void reconcile(ScannedFile file, boolean startup) {
             Tail tail = byKey.get(file.key());
-            if (tail != null && tail.compressed && !tail.sameArchive(file)) {
+            if (tail instanceof ArchiveTail archive && !archive.sameArchive(file)) {
                 // Archives do not grow: another archive got this inode (replaced by logrotate).
                 metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
                 tail.close();
@@ -1202,7 +1204,7 @@ public class LogShip implements Callable<Integer> {
         /** A new file gets a tail that starts where its saved position (or --start-at) says. */
         private void startTail(ScannedFile file, FileChannel pinned, boolean startup) {
             Tail tail = file.isArchive() ? archives.start(file, byKey.values())
-                    : Tail.start(file, pinned, startup && settings.startAt() == StartAt.TAIL, shared);
+                    : PlainTail.start(file, pinned, startup && settings.startAt() == StartAt.TAIL, shared);
             if (tail != null) byKey.put(tail.key, tail);
         }
 
@@ -1658,91 +1660,46 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
-    static final class Tail {
+    /**
+     * One followed file as the loop sees it: the names it goes by, whether its name still leads to
+     * it, and how far it was shipped, which only {@link #commit} moves. How its bytes are read
+     * depends on its kind: a {@link PlainTail} follows a file that may still grow, be truncated or
+     * be replaced; an {@link ArchiveTail} reads a complete .gz once.
+     */
+    abstract static sealed class Tail permits PlainTail, ArchiveTail {
         /** What every tail reads with; passed once, so a tail can own its reads without owning these. */
         record Shared(LineReader reader, Sink sink, Descriptors descriptors, Scanner scanner, Positions positions,
                       int maxLineBytes, Births births, Metrics metrics, Copies copies) {}
 
         final FileKey key;
         final boolean compressed;
-        private final Shared shared;
+        final Shared shared;
         /** The name it goes by (for messages and output), and the in-directory file opened for it. */
-        private Path path;
-        private Path source;
+        Path path;
+        Path source;
         private Sink.Origin origin;
         /** Every byte before at.offset() has been accepted by stdout; a line start unless skipping. */
-        private Checkpoint at = Checkpoint.START;
+        Checkpoint at = Checkpoint.START;
         /** When the file was created (Births), part of its identity where the file system says. */
-        private long born = Births.UNKNOWN;
-        /** Null while closed to save descriptors; reopened by path when the file changes. */
-        private FileChannel channel;
+        long born = Births.UNKNOWN;
         /** When its name stopped leading to it (renamed away or deleted); 0 while it still does. */
         private long goneSinceNanos;
         private long lastGrowthNanos = System.nanoTime();
         /** The file's size when last looked at (of an archive, its decompressed length). */
-        private long size;
+        long size;
         private long cutLines;
         private boolean committed;
-        /** The bytes from the offset up to here hold no line end: a line still being written. */
-        private long noLineEndBefore;
         /** Renamed away, then found under its new name: it can be reopened there. */
-        private boolean foundElsewhere;
+        boolean foundElsewhere;
         /** Deleted by LogShip itself (--remove-after): once closed, its position is of no use. */
         private boolean removed;
-        /** When LogShip began reading the file's current content: a copy of it cannot be older. */
-        private long contentSinceMillis = System.currentTimeMillis();
-        /** Truncated by copytruncate: its copy, shipped from the old offset before the file is read from 0. */
-        private Copies.Copy copy;
-        // Compressed files only: the decompressed stream positioned at the offset, whether all of it
-        // was shipped, and the archive's size and time when it was found complete.
-        private ArchiveStream inflated;
-        private boolean finished;
-        private long archiveSize;
-        private long archiveModifiedMicros;
 
-        private Tail(FileKey key, ScannedFile file, boolean compressed, Shared shared) {
+        Tail(FileKey key, ScannedFile file, boolean compressed, Shared shared) {
             this.key = key;
             this.path = file.path();
             this.source = file.source();
             this.compressed = compressed;
             this.shared = shared;
-        }
-
-        /**
-         * A plain file's tail, starting where its saved position says if that position is still
-         * valid, at the last line's start with --start-at tail, or else at byte 0. Null if the file
-         * cannot be opened now (the next scan tries again).
-         */
-        static Tail start(ScannedFile file, FileChannel pinned, boolean startAtEnd, Shared shared) {
-            Tail tail = new Tail(file.key(), file, false, shared);
-            if (pinned != null) {
-                tail.channel = pinned;
-                shared.descriptors().countPinned();
-            }
-            FileChannel channel = pinned != null ? pinned : tail.open();
-            if (channel == null) return null;
-            try {
-                tail.born = shared.births().of(tail.source, tail.key);
-                tail.at = Checkpoint.startOf(tail.name(), tail.key, tail.born, channel, startAtEnd, shared);
-                tail.size = file.size();
-                tail.sample();
-                Log.debug("following " + tail.name() + " from byte " + tail.at.offset());
-                tail.idle(); // thousands of files at startup must not hold thousands of descriptors
-                return tail;
-            } catch (IOException e) {
-                tail.unreadable(e, "; will retry");
-                tail.close();
-                return null;
-            }
-        }
-
-        /** A complete .gz archive's tail; Archives decides where it starts. */
-        static Tail archive(ScannedFile file, Fingerprint headOfContent, Shared shared) {
-            Tail tail = new Tail(file.key(), file, true, shared);
-            tail.archiveSize = file.size();
-            tail.archiveModifiedMicros = modifiedMicros(file.path());
-            tail.at = Checkpoint.START.withFingerprint(headOfContent);
-            return tail;
         }
 
         String name() { return path.getFileName().toString(); }
@@ -1769,7 +1726,7 @@ public class LogShip implements Callable<Integer> {
             shared.metrics().filesRotated.incrementAndGet();
         }
 
-        boolean hasHandle() { return channel != null; }
+        abstract boolean hasHandle();
 
         /**
          * Found under another name (renamed away): read on there, and reopened by that name when
@@ -1790,20 +1747,8 @@ public class LogShip implements Callable<Integer> {
             return renamedAwayOrDeleted() && now - goneSinceNanos >= quietNanos && now - lastGrowthNanos >= quietNanos;
         }
 
-        /** Archives never change; one that did is another archive that got this inode. */
-        boolean sameArchive(ScannedFile file) {
-            return file.size() == archiveSize && modifiedMicros(file.path()) == archiveModifiedMicros;
-        }
-
         /** What the file's first bytes are now (they may have grown or been rewritten); null if unreadable. */
-        Fingerprint fingerprintNow() {
-            if (channel == null) return at.fingerprint();
-            try {
-                return Fingerprint.read(channel);
-            } catch (IOException e) {
-                return null;
-            }
-        }
+        abstract Fingerprint fingerprintNow();
 
         /** True once after each commit: the positions table is behind. */
         boolean takeCommitted() {
@@ -1824,7 +1769,7 @@ public class LogShip implements Callable<Integer> {
          */
         boolean readTurn(Turn turn) throws IOException {
             try {
-                return compressed ? readArchiveTurn(turn) : readPlainTurn(turn);
+                return readTurnOrThrow(turn);
             } catch (StdoutFailed e) {
                 throw e;
             } catch (IOException e) {
@@ -1834,7 +1779,119 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
-        private boolean readPlainTurn(Turn turn) throws IOException {
+        /** The kind's own reading; an IOException means the file cannot be read now. */
+        abstract boolean readTurnOrThrow(Turn turn) throws IOException;
+
+        /**
+         * LogShip deleted this file (--remove-after): it is read through its handle until quiet for
+         * --rotate-wait, like any deleted file, and then forgotten.
+         */
+        void removedByLogShip() {
+            removed = true;
+            goneSinceNanos = System.nanoTime();
+        }
+
+        boolean removed() { return removed; }
+
+        /** Every byte of the file, at the size it has now, has been accepted by stdout. */
+        abstract boolean shippedToEnd(long sizeNow);
+
+        /**
+         * Holds a handle on the file, reopening it if it was given back: a file about to be deleted
+         * is read through it afterwards. False if the name no longer leads to this file.
+         */
+        abstract boolean holdOpen() throws IOException;
+
+        /** Stdout accepted the lines: only now may the offset move past them. */
+        void commit(Progress progress) throws IOException {
+            shared.sink().flush();
+            if (progress.offset() > at.offset()) lastGrowthNanos = System.nanoTime();
+            at = at.advancedTo(progress.offset(), progress.skippingLongLine());
+            if (progress.cut() > 0) {
+                cutLines += progress.cut();
+                Log.warnOnce("cut:" + key, name() + ": a line longer than " + shared.maxLineBytes()
+                        + " bytes was cut at that length and its rest dropped (" + cutLines + " so far in this file)");
+            }
+            committed = true;
+        }
+
+        Sink.Origin origin() {
+            if (origin == null || !origin.path().equals(path)) origin = shared.sink().originOf(path);
+            return origin;
+        }
+
+        /** Size and offset for the lag gauges, taken together. */
+        void sample() { shared.metrics().sample(key, name(), size, at.offset()); }
+
+        void unreadable(IOException e, String outlook) {
+            if (Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + outlook)) {
+                shared.metrics().fileError(Metrics.FileError.UNREADABLE);
+            }
+        }
+
+        abstract void close();
+    }
+
+    /**
+     * A plain file's tail: read through a handle that is given back when over the descriptor budget
+     * and reopened when the file changes (then checked for a reused inode); a truncated file is read
+     * again from 0, after the copy a copytruncate left of it; a line still being written is held.
+     */
+    static final class PlainTail extends Tail {
+        /** Null while closed to save descriptors; reopened by path when the file changes. */
+        private FileChannel channel;
+        /** The bytes from the offset up to here hold no line end: a line still being written. */
+        private long noLineEndBefore;
+        /** When LogShip began reading the file's current content: a copy of it cannot be older. */
+        private long contentSinceMillis = System.currentTimeMillis();
+        /** Truncated by copytruncate: its copy, shipped from the old offset before the file is read from 0. */
+        private Copies.Copy copy;
+
+        private PlainTail(ScannedFile file, Shared shared) { super(file.key(), file, false, shared); }
+
+        /**
+         * A plain file's tail, starting where its saved position says if that position is still
+         * valid, at the last line's start with --start-at tail, or else at byte 0. Null if the file
+         * cannot be opened now (the next scan tries again).
+         */
+        static PlainTail start(ScannedFile file, FileChannel pinned, boolean startAtEnd, Shared shared) {
+            PlainTail tail = new PlainTail(file, shared);
+            if (pinned != null) {
+                tail.channel = pinned;
+                shared.descriptors().countPinned();
+            }
+            FileChannel channel = pinned != null ? pinned : tail.open();
+            if (channel == null) return null;
+            try {
+                tail.born = shared.births().of(tail.source, tail.key);
+                tail.at = Checkpoint.startOf(tail.name(), tail.key, tail.born, channel, startAtEnd, shared);
+                tail.size = file.size();
+                tail.sample();
+                Log.debug("following " + tail.name() + " from byte " + tail.at.offset());
+                tail.idle(); // thousands of files at startup must not hold thousands of descriptors
+                return tail;
+            } catch (IOException e) {
+                tail.unreadable(e, "; will retry");
+                tail.close();
+                return null;
+            }
+        }
+
+        @Override
+        boolean hasHandle() { return channel != null; }
+
+        @Override
+        Fingerprint fingerprintNow() {
+            if (channel == null) return at.fingerprint();
+            try {
+                return Fingerprint.read(channel);
+            } catch (IOException e) {
+                return null;
+            }
+        }
+
+        @Override
+        boolean readTurnOrThrow(Turn turn) throws IOException {
             if (copy != null) return readCopyTurn(turn);
             FileChannel file = channel != null ? channel : reopen();
             if (file == null) return false;
@@ -1842,22 +1899,8 @@ public class LogShip implements Callable<Integer> {
             size = file.size();
             // The marker is checked even when the size is unchanged: a file truncated and rewritten to
             // exactly its old length would otherwise pass for unchanged until it grew again.
-            if (size < at.offset() || !at.marker().stillBefore(file, at.offset())) {
-                shared.metrics().filesRotated.incrementAndGet();
-                copy = shared.copies().find(key, at, contentSinceMillis);
-                if (copy != null) {
-                    Log.info(name() + " was truncated; shipping the " + (copy.length() - at.offset()) + " bytes its copy "
-                            + copy.path().getFileName() + " holds past byte " + at.offset() + " first, then reading it"
-                            + " again from the start");
-                    size = copy.length();
-                    return readCopyTurn(turn);
-                }
-                Log.warn(name() + " was truncated; reading it again from the start. No copy of it was found in the"
-                        + " directory, so any lines written between the last read and the truncate are lost (with"
-                        + " logrotate's copytruncate and compress, add delaycompress)");
-                // What was seen but not yet shipped is gone (more may have been, unseen).
-                shared.metrics().unread(Metrics.Unread.TRUNCATED, seen - at.offset());
-                readAgainFromStart();
+            if ((size < at.offset() || !at.marker().stillBefore(file, at.offset())) && truncatedWithACopy(seen)) {
+                return readCopyTurn(turn);
             }
             sample();
             ByteSource bytes = file::read;
@@ -1878,6 +1921,29 @@ public class LogShip implements Callable<Integer> {
             }
             if (!progress.moreToRead()) idle();
             return progress.moreToRead();
+        }
+
+        /**
+         * Found truncated: true if the copy a copytruncate left holds what was not shipped yet (it is
+         * shipped first); else the file is read again from 0, and what was seen but not shipped is lost.
+         */
+        private boolean truncatedWithACopy(long seen) {
+            shared.metrics().filesRotated.incrementAndGet();
+            copy = shared.copies().find(key, at, contentSinceMillis);
+            if (copy != null) {
+                Log.info(name() + " was truncated; shipping the " + (copy.length() - at.offset()) + " bytes its copy "
+                        + copy.path().getFileName() + " holds past byte " + at.offset() + " first, then reading it"
+                        + " again from the start");
+                size = copy.length();
+                return true;
+            }
+            Log.warn(name() + " was truncated; reading it again from the start. No copy of it was found in the"
+                    + " directory, so any lines written between the last read and the truncate are lost (with"
+                    + " logrotate's copytruncate and compress, add delaycompress)");
+            // What was seen but not yet shipped is gone (more may have been, unseen).
+            shared.metrics().unread(Metrics.Unread.TRUNCATED, seen - at.offset());
+            readAgainFromStart();
+            return false;
         }
 
         /**
@@ -1911,47 +1977,11 @@ public class LogShip implements Callable<Integer> {
             if (at.offset() == 0 && copy == null) at = end;
         }
 
-        /**
-         * LogShip deleted this file (--remove-after): it is read through its handle until quiet for
-         * --rotate-wait, like any deleted file, and then forgotten.
-         */
-        void removedByLogShip() {
-            removed = true;
-            goneSinceNanos = System.nanoTime();
-        }
+        @Override
+        boolean shippedToEnd(long sizeNow) { return copy == null && at.offset() == sizeNow; }
 
-        boolean removed() { return removed; }
-
-        /** Every byte of the file, at the size it has now, has been accepted by stdout. */
-        boolean shippedToEnd(long sizeNow) {
-            return compressed ? finished && sizeNow == archiveSize : copy == null && at.offset() == sizeNow;
-        }
-
-        /**
-         * Holds a handle on the file, reopening it if it was given back: a file about to be deleted
-         * is read through it afterwards. False if the name no longer leads to this file.
-         */
-        boolean holdOpen() throws IOException {
-            return compressed || channel != null || reopen() != null;
-        }
-
-        private boolean readArchiveTurn(Turn turn) throws IOException {
-            if (finished) return false;
-            if (inflated == null) {
-                inflated = new ArchiveStream(shared.descriptors().openArchive(source, key));
-                inflated.skip(at.offset());
-            }
-            // An archive's last line is whole even without a newline: nothing will ever be added.
-            Progress progress = shared.reader().read(inflated, at.offset(), at.skippingLongLine(),
-                    turn.shippingTrailingPartials(), origin(), shared.sink());
-            commit(progress);
-            sample();
-            if (progress.moreToRead()) return true;
-            finished = true;
-            close();
-            Log.debug("shipped the archive " + name());
-            return false;
-        }
+        @Override
+        boolean holdOpen() throws IOException { return channel != null || reopen() != null; }
 
         /**
          * A line still being written is not read again from its start at every change (that costs
@@ -1966,41 +1996,6 @@ public class LogShip implements Callable<Integer> {
             if (shared.reader().hasNewline(bytes, noLineEndBefore, size)) return false;
             noLineEndBefore = size;
             return true;
-        }
-
-        /** Stdout accepted the lines: only now may the offset move past them. */
-        private void commit(Progress progress) throws IOException {
-            shared.sink().flush();
-            if (progress.offset() > at.offset()) lastGrowthNanos = System.nanoTime();
-            at = at.advancedTo(progress.offset(), progress.skippingLongLine());
-            if (progress.cut() > 0) {
-                cutLines += progress.cut();
-                Log.warnOnce("cut:" + key, name() + ": a line longer than " + shared.maxLineBytes()
-                        + " bytes was cut at that length and its rest dropped (" + cutLines + " so far in this file)");
-            }
-            committed = true;
-        }
-
-        /** An archive that was shipped before (or whose original was) starts past what went out. */
-        void resumeArchiveAt(long offset, boolean skippingLongLine, long contentLength) {
-            at = at.advancedTo(offset, skippingLongLine);
-            finished = offset >= contentLength;
-            size = contentLength;
-            sample();
-        }
-
-        private Sink.Origin origin() {
-            if (origin == null || !origin.path().equals(path)) origin = shared.sink().originOf(path);
-            return origin;
-        }
-
-        /** Size and offset for the lag gauges, taken together. */
-        private void sample() { shared.metrics().sample(key, name(), size, at.offset()); }
-
-        private void unreadable(IOException e, String outlook) {
-            if (Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + outlook)) {
-                shared.metrics().fileError(Metrics.FileError.UNREADABLE);
-            }
         }
 
         /**
@@ -2045,13 +2040,12 @@ public class LogShip implements Callable<Integer> {
             return channel;
         }
 
+        @Override
         void close() {
-            if (channel != null || inflated != null) shared.descriptors().released();
+            if (channel != null) shared.descriptors().released();
             Descriptors.closeQuietly(channel);
-            Descriptors.closeQuietly(inflated);
             if (copy != null) Descriptors.closeQuietly(copy.channel());
             channel = null;
-            inflated = null;
             copy = null;
         }
     }
@@ -2266,14 +2260,14 @@ public class LogShip implements Callable<Integer> {
             ArchiveCheck.Complete archive = (ArchiveCheck.Complete) check;
             bytesInflated += archive.length();
             release(file.key());
-            Tail tail = Tail.archive(file, Fingerprint.of(archive.head(), archive.headLength()), shared);
+            ArchiveTail tail = new ArchiveTail(file, Fingerprint.of(archive.head(), archive.headLength()), shared);
             Positions.Entry saved = positions.get(file.key());
             // This very archive, shipped in part before a restart. An empty fingerprint proves
             // nothing: a replaced archive may have the old one's inode.
             if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
                     && saved.fingerprint().matchesStartOf(archive.head(), archive.headLength())
                     && archive.length() >= saved.offset()) {
-                tail.resumeArchiveAt(saved.offset(), false, archive.length());
+                tail.resumeAt(saved.offset(), false, archive.length());
                 return tail;
             }
             if (saved != null) positions.retire(file.key()); // its inode went to this archive
@@ -2288,13 +2282,13 @@ public class LogShip implements Callable<Integer> {
             if (shipped != null) {
                 Log.info(name + " is " + shipped.name() + " compressed; shipping only the "
                         + (archive.length() - shipped.at().offset()) + " bytes not shipped before");
-                tail.resumeArchiveAt(shipped.at().offset(), shipped.at().skippingLongLine(), archive.length());
+                tail.resumeAt(shipped.at().offset(), shipped.at().skippingLongLine(), archive.length());
                 return tail;
             }
             originals.stream().filter(o -> o.at().offset() > 0).findFirst().ifPresent(o -> Log.warnOnce(
                     "lookalike:" + file.key() + ":" + file.size(), name + " starts like " + o.name()
                     + " but does not hold the bytes shipped from it, so it is not a copy of it: shipping it whole"));
-            tail.resumeArchiveAt(0, false, archive.length());
+            tail.resumeAt(0, false, archive.length());
             return tail;
         }
 
@@ -2377,6 +2371,77 @@ public class LogShip implements Callable<Integer> {
             Fingerprint now = original.live().fingerprintNow();
             return now != null && now.length() >= Math.min(Fingerprint.SIZE, archive.headLength())
                     && (original.at().offset() == 0 || archive.isCopyOf(original.at()));
+        }
+    }
+
+    /**
+     * A complete .gz archive's tail; Archives decides where it starts. Its decompressed stream stays
+     * open at the offset between turns (a stream cannot seek back), and it is read once to its end.
+     */
+    static final class ArchiveTail extends Tail {
+        private ArchiveStream inflated;
+        private boolean finished;
+        // The archive's size and time when it was found complete.
+        private final long archiveSize;
+        private final long archiveModifiedMicros;
+
+        ArchiveTail(ScannedFile file, Fingerprint headOfContent, Shared shared) {
+            super(file.key(), file, true, shared);
+            archiveSize = file.size();
+            archiveModifiedMicros = modifiedMicros(file.path());
+            at = Checkpoint.START.withFingerprint(headOfContent);
+        }
+
+        /** Archives never change; one that did is another archive that got this inode. */
+        boolean sameArchive(ScannedFile file) {
+            return file.size() == archiveSize && modifiedMicros(file.path()) == archiveModifiedMicros;
+        }
+
+        /** An archive that was shipped before (or whose original was) starts past what went out. */
+        void resumeAt(long offset, boolean skippingLongLine, long contentLength) {
+            at = at.advancedTo(offset, skippingLongLine);
+            finished = offset >= contentLength;
+            size = contentLength;
+            sample();
+        }
+
+        @Override
+        boolean readTurnOrThrow(Turn turn) throws IOException {
+            if (finished) return false;
+            if (inflated == null) {
+                inflated = new ArchiveStream(shared.descriptors().openArchive(source, key));
+                inflated.skip(at.offset());
+            }
+            // An archive's last line is whole even without a newline: nothing will ever be added.
+            Progress progress = shared.reader().read(inflated, at.offset(), at.skippingLongLine(),
+                    turn.shippingTrailingPartials(), origin(), shared.sink());
+            commit(progress);
+            sample();
+            if (progress.moreToRead()) return true;
+            finished = true;
+            close();
+            Log.debug("shipped the archive " + name());
+            return false;
+        }
+
+        @Override
+        boolean shippedToEnd(long sizeNow) { return finished && sizeNow == archiveSize; }
+
+        /** Its stream is no handle to read on through: an archive that loses its name is dropped. */
+        @Override
+        boolean hasHandle() { return false; }
+
+        @Override
+        boolean holdOpen() { return true; }
+
+        @Override
+        Fingerprint fingerprintNow() { return at.fingerprint(); }
+
+        @Override
+        void close() {
+            if (inflated != null) shared.descriptors().released();
+            Descriptors.closeQuietly(inflated);
+            inflated = null;
         }
     }
 
@@ -2628,7 +2693,7 @@ public class LogShip implements Callable<Integer> {
             positions.put(new Positions.Entry(copy.key(), false, whole, System.currentTimeMillis(), copy.path(),
                     births.of(copy.path(), copy.key())));
             Tail follower = tails.get(copy.key());
-            if (follower != null) follower.shippedAsACopyTo(whole);
+            if (follower instanceof PlainTail plain) plain.shippedAsACopyTo(whole);
         }
     }
 
