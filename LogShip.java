@@ -127,7 +127,7 @@ import picocli.CommandLine.Option;
  *                  says when each is due; Removal decides which files --remove-after may delete
  *   Tails          the files followed, kept in line with the directory by rescans and event batches
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
- *   Tail           one file being shipped: its names, and how far it got (only its commit moves that);
+ *   Tail           one file being shipped: its names, and how far it got (moved when stdout took lines);
  *                  a PlainTail opens, reads a turn, reopens and closes its file itself, an ArchiveTail
  *                  reads a .gz once; Checkpoint.startOf decides where a new one starts
  *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
@@ -1662,7 +1662,7 @@ public class LogShip implements Callable<Integer> {
 
     /**
      * One followed file as the loop sees it: the names it goes by, whether its name still leads to
-     * it, and how far it was shipped, which only {@link #commit} moves. How its bytes are read
+     * it, and how far it was shipped ({@link #commit} moves that once stdout took the lines). How its bytes are read
      * depends on its kind: a {@link PlainTail} follows a file that may still grow, be truncated or
      * be replaced; an {@link ArchiveTail} reads a complete .gz once.
      */
