@@ -2229,6 +2229,47 @@ public class LogShip implements Callable<Integer> {
             if (held != null && held.size == file.size()) return null; // unchanged since we last looked
             if (held != null && held.growing != null && !grownComplete(held, file)) return null;
             List<Original> originals = new ArrayList<>();
+            ArchiveCheck.Complete archive = checkedWhole(file, tails, originals);
+            if (archive == null) return null;
+            String name = file.path().getFileName().toString();
+            ArchiveTail tail = new ArchiveTail(file, Fingerprint.of(archive.head(), archive.headLength()), shared);
+            Positions.Entry saved = positions.get(file.key());
+            // This very archive, shipped in part before a restart. An empty fingerprint proves
+            // nothing: a replaced archive may have the old one's inode.
+            if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
+                    && saved.fingerprint().matchesStartOf(archive.head(), archive.headLength())
+                    && archive.length() >= saved.offset()) {
+                tail.resumeAt(saved.offset(), false, archive.length());
+                return tail;
+            }
+            if (saved != null) positions.retire(file.key()); // its inode went to this archive
+            Original live = originals.stream().filter(o -> o.live() != null && isLiveOriginal(o, archive))
+                    .findFirst().orElse(null);
+            if (live != null) {
+                Log.debug("holding " + name + " until " + live.name() + ", its uncompressed original, is done");
+                return null;
+            }
+            Original shipped = originals.stream().filter(o -> o.live() == null && archive.isCopyOf(o.at()))
+                    .max(Comparator.comparingLong((Original o) -> o.at().offset())).orElse(null);
+            if (shipped != null) {
+                Log.info(name + " is " + shipped.name() + " compressed; shipping only the "
+                        + (archive.length() - shipped.at().offset()) + " bytes not shipped before");
+                tail.resumeAt(shipped.at().offset(), shipped.at().skippingLongLine(), archive.length());
+                return tail;
+            }
+            originals.stream().filter(o -> o.at().offset() > 0).findFirst().ifPresent(o -> Log.warnOnce(
+                    "lookalike:" + file.key() + ":" + file.size(), name + " starts like " + o.name()
+                    + " but does not hold the bytes shipped from it, so it is not a copy of it: shipping it whole"));
+            tail.resumeAt(0, false, archive.length());
+            return tail;
+        }
+
+        /**
+         * The archive, inflated whole, with the files it may be a copy of added to {@code originals};
+         * or null while it cannot be shipped: still being written or corrupt (held until it changes),
+         * or unreadable now.
+         */
+        private ArchiveCheck.Complete checkedWhole(ScannedFile file, Collection<Tail> tails, List<Original> originals) {
             ArchiveCheck check;
             try {
                 check = ArchiveCheck.of(file, (head, headLength) -> {
@@ -2260,36 +2301,7 @@ public class LogShip implements Callable<Integer> {
             ArchiveCheck.Complete archive = (ArchiveCheck.Complete) check;
             bytesInflated += archive.length();
             release(file.key());
-            ArchiveTail tail = new ArchiveTail(file, Fingerprint.of(archive.head(), archive.headLength()), shared);
-            Positions.Entry saved = positions.get(file.key());
-            // This very archive, shipped in part before a restart. An empty fingerprint proves
-            // nothing: a replaced archive may have the old one's inode.
-            if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
-                    && saved.fingerprint().matchesStartOf(archive.head(), archive.headLength())
-                    && archive.length() >= saved.offset()) {
-                tail.resumeAt(saved.offset(), false, archive.length());
-                return tail;
-            }
-            if (saved != null) positions.retire(file.key()); // its inode went to this archive
-            Original live = originals.stream().filter(o -> o.live() != null && isLiveOriginal(o, archive))
-                    .findFirst().orElse(null);
-            if (live != null) {
-                Log.debug("holding " + name + " until " + live.name() + ", its uncompressed original, is done");
-                return null;
-            }
-            Original shipped = originals.stream().filter(o -> o.live() == null && archive.isCopyOf(o.at()))
-                    .max(Comparator.comparingLong((Original o) -> o.at().offset())).orElse(null);
-            if (shipped != null) {
-                Log.info(name + " is " + shipped.name() + " compressed; shipping only the "
-                        + (archive.length() - shipped.at().offset()) + " bytes not shipped before");
-                tail.resumeAt(shipped.at().offset(), shipped.at().skippingLongLine(), archive.length());
-                return tail;
-            }
-            originals.stream().filter(o -> o.at().offset() > 0).findFirst().ifPresent(o -> Log.warnOnce(
-                    "lookalike:" + file.key() + ":" + file.size(), name + " starts like " + o.name()
-                    + " but does not hold the bytes shipped from it, so it is not a copy of it: shipping it whole"));
-            tail.resumeAt(0, false, archive.length());
-            return tail;
+            return archive;
         }
 
         /** Archives no longer in the directory need no hold. */
