@@ -127,13 +127,15 @@ import picocli.CommandLine.Option;
  *                  says when each is due; Removal decides which files --remove-after may delete
  *   Tails          the files followed, kept in line with the directory by rescans and event batches
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
- *   Tail           one file being shipped: it opens, reads a turn, commits, reopens and closes itself;
- *                  Checkpoint.startOf decides where a new one starts
+ *   Tail           one file being shipped: its names, and how far it got (moved when stdout took lines);
+ *                  a PlainTail opens, reads a turn, reopens and closes its file itself, an ArchiveTail
+ *                  reads a .gz once; Checkpoint.startOf decides where a new one starts
  *   Identity       FileKey (device+inode), Births (birth time, where real), Fingerprint (first KiB),
  *                  Marker (bytes before the offset)
  *   Lines          LineReader: bytes to whole lines, long lines cut, partial lines held back
  *   Output         Sink: stdout, raw or JSON; an offset moves only after stdout accepted the bytes before it;
- *                  StdoutWriter: the writer thread behind it and the buffers they share
+ *                  OutputBlock: the block lines are copied into; JsonEncoder: the JSON format, written
+ *                  straight into that block; StdoutWriter: the writer thread and the buffers they share
  *   Positions      the positions file: versioned rows (PositionRow), written by temp file, fsync,
  *                  rename; bounded; PositionsLock (one shipper per positions file)
  *   Notification   Watcher (inotify) and Wakeup: lower latency, never needed for correctness
@@ -142,10 +144,10 @@ import picocli.CommandLine.Option;
  *                  /healthz and /readyz with --http-port, reading those snapshots only
  *   Diagnostics    Log: stderr only, one line each
  * </pre>
- * Advanced, skippable on a first read: Archives (gzip copies of files already shipped), Copies (the
- * copy a copytruncate left, shipped from where the truncated file stopped), Descriptors (the
- * open-file budget for thousands of files, and the one bounded open path), inode reuse (Births,
- * Positions.retire) and the watcher's pinning of short-lived files.
+ * Advanced, skippable on a first read: Archives and ArchiveTail (gzip copies of files already
+ * shipped), Copies (the copy a copytruncate left, shipped from where the truncated file stopped),
+ * Descriptors (the open-file budget for thousands of files, and the one bounded open path), inode
+ * reuse (Births, Positions.retire) and the watcher's pinning of short-lived files.
  */
 @Command(name = "logship", mixinStandardHelpOptions = true, versionProvider = LogShip.Version.class,
         sortOptions = false, usageHelpAutoWidth = true,
@@ -511,13 +513,13 @@ public class LogShip implements Callable<Integer> {
     }
 
     /**
-     * The heap one line can take, as a multiple of --max-line-bytes. raw: the line buffer and, while
-     * it grows, its previous copy. json: also the decoded text and its escaped form, each up to six
-     * characters per control byte; measured with -Xmx32m and a line of control bytes, 1 MiB ships
-     * and 1.5 MiB dies of out-of-memory.
+     * The heap one line can take, as a multiple of --max-line-bytes: the line buffer and, while it
+     * grows, its previous copy. json takes no more: JsonEncoder escapes straight into the Sink's
+     * direct buffers and decodes invalid UTF-8 a bounded piece at a time. Measured with -Xmx32m and
+     * a 10 MB line of control bytes (60 MB once escaped): both formats ship it.
      */
     static final int RAW_HEAP_PER_LINE_BYTE = 2;
-    static final int JSON_HEAP_PER_LINE_BYTE = 16;
+    static final int JSON_HEAP_PER_LINE_BYTE = 2;
     /** What the rest of the program holds on the heap besides the line, with room to spare. */
     static final long HEAP_BESIDES_THE_LINE = 4L * 1024 * 1024;
 
@@ -1140,7 +1142,7 @@ public class LogShip implements Callable<Integer> {
             for (ScannedFile file : missed) {
                 Path now = found.get(file.key());
                 if (now == null || byKey.containsKey(file.key())) continue;
-                Tail tail = Tail.start(new ScannedFile(now, now, file.key(), file.size()), null, false, shared);
+                Tail tail = PlainTail.start(new ScannedFile(now, now, file.key(), file.size()), null, false, shared);
                 if (tail == null) continue;
                 byKey.put(tail.key, tail);
                 tail.lostItsName();
@@ -1150,7 +1152,7 @@ public class LogShip implements Callable<Integer> {
 
         private void reconcile(ScannedFile file, boolean startup) {
             Tail tail = byKey.get(file.key());
-            if (tail != null && tail.compressed && !tail.sameArchive(file)) {
+            if (tail instanceof ArchiveTail archive && !archive.sameArchive(file)) {
                 // Archives do not grow: another archive got this inode (replaced by logrotate).
                 metrics.unread(Metrics.Unread.DELETED, tail.unreadBytes());
                 tail.close();
@@ -1202,7 +1204,7 @@ public class LogShip implements Callable<Integer> {
         /** A new file gets a tail that starts where its saved position (or --start-at) says. */
         private void startTail(ScannedFile file, FileChannel pinned, boolean startup) {
             Tail tail = file.isArchive() ? archives.start(file, byKey.values())
-                    : Tail.start(file, pinned, startup && settings.startAt() == StartAt.TAIL, shared);
+                    : PlainTail.start(file, pinned, startup && settings.startAt() == StartAt.TAIL, shared);
             if (tail != null) byKey.put(tail.key, tail);
         }
 
@@ -1658,91 +1660,46 @@ public class LogShip implements Callable<Integer> {
         }
     }
 
-    static final class Tail {
+    /**
+     * One followed file as the loop sees it: the names it goes by, whether its name still leads to
+     * it, and how far it was shipped ({@link #commit} moves that once stdout took the lines). How its bytes are read
+     * depends on its kind: a {@link PlainTail} follows a file that may still grow, be truncated or
+     * be replaced; an {@link ArchiveTail} reads a complete .gz once.
+     */
+    abstract static sealed class Tail permits PlainTail, ArchiveTail {
         /** What every tail reads with; passed once, so a tail can own its reads without owning these. */
         record Shared(LineReader reader, Sink sink, Descriptors descriptors, Scanner scanner, Positions positions,
                       int maxLineBytes, Births births, Metrics metrics, Copies copies) {}
 
         final FileKey key;
         final boolean compressed;
-        private final Shared shared;
+        final Shared shared;
         /** The name it goes by (for messages and output), and the in-directory file opened for it. */
-        private Path path;
-        private Path source;
+        Path path;
+        Path source;
         private Sink.Origin origin;
         /** Every byte before at.offset() has been accepted by stdout; a line start unless skipping. */
-        private Checkpoint at = Checkpoint.START;
+        Checkpoint at = Checkpoint.START;
         /** When the file was created (Births), part of its identity where the file system says. */
-        private long born = Births.UNKNOWN;
-        /** Null while closed to save descriptors; reopened by path when the file changes. */
-        private FileChannel channel;
+        long born = Births.UNKNOWN;
         /** When its name stopped leading to it (renamed away or deleted); 0 while it still does. */
         private long goneSinceNanos;
         private long lastGrowthNanos = System.nanoTime();
         /** The file's size when last looked at (of an archive, its decompressed length). */
-        private long size;
+        long size;
         private long cutLines;
         private boolean committed;
-        /** The bytes from the offset up to here hold no line end: a line still being written. */
-        private long noLineEndBefore;
         /** Renamed away, then found under its new name: it can be reopened there. */
-        private boolean foundElsewhere;
+        boolean foundElsewhere;
         /** Deleted by LogShip itself (--remove-after): once closed, its position is of no use. */
         private boolean removed;
-        /** When LogShip began reading the file's current content: a copy of it cannot be older. */
-        private long contentSinceMillis = System.currentTimeMillis();
-        /** Truncated by copytruncate: its copy, shipped from the old offset before the file is read from 0. */
-        private Copies.Copy copy;
-        // Compressed files only: the decompressed stream positioned at the offset, whether all of it
-        // was shipped, and the archive's size and time when it was found complete.
-        private ArchiveStream inflated;
-        private boolean finished;
-        private long archiveSize;
-        private long archiveModifiedMicros;
 
-        private Tail(FileKey key, ScannedFile file, boolean compressed, Shared shared) {
+        Tail(FileKey key, ScannedFile file, boolean compressed, Shared shared) {
             this.key = key;
             this.path = file.path();
             this.source = file.source();
             this.compressed = compressed;
             this.shared = shared;
-        }
-
-        /**
-         * A plain file's tail, starting where its saved position says if that position is still
-         * valid, at the last line's start with --start-at tail, or else at byte 0. Null if the file
-         * cannot be opened now (the next scan tries again).
-         */
-        static Tail start(ScannedFile file, FileChannel pinned, boolean startAtEnd, Shared shared) {
-            Tail tail = new Tail(file.key(), file, false, shared);
-            if (pinned != null) {
-                tail.channel = pinned;
-                shared.descriptors().countPinned();
-            }
-            FileChannel channel = pinned != null ? pinned : tail.open();
-            if (channel == null) return null;
-            try {
-                tail.born = shared.births().of(tail.source, tail.key);
-                tail.at = Checkpoint.startOf(tail.name(), tail.key, tail.born, channel, startAtEnd, shared);
-                tail.size = file.size();
-                tail.sample();
-                Log.debug("following " + tail.name() + " from byte " + tail.at.offset());
-                tail.idle(); // thousands of files at startup must not hold thousands of descriptors
-                return tail;
-            } catch (IOException e) {
-                tail.unreadable(e, "; will retry");
-                tail.close();
-                return null;
-            }
-        }
-
-        /** A complete .gz archive's tail; Archives decides where it starts. */
-        static Tail archive(ScannedFile file, Fingerprint headOfContent, Shared shared) {
-            Tail tail = new Tail(file.key(), file, true, shared);
-            tail.archiveSize = file.size();
-            tail.archiveModifiedMicros = modifiedMicros(file.path());
-            tail.at = Checkpoint.START.withFingerprint(headOfContent);
-            return tail;
         }
 
         String name() { return path.getFileName().toString(); }
@@ -1769,7 +1726,7 @@ public class LogShip implements Callable<Integer> {
             shared.metrics().filesRotated.incrementAndGet();
         }
 
-        boolean hasHandle() { return channel != null; }
+        abstract boolean hasHandle();
 
         /**
          * Found under another name (renamed away): read on there, and reopened by that name when
@@ -1790,20 +1747,8 @@ public class LogShip implements Callable<Integer> {
             return renamedAwayOrDeleted() && now - goneSinceNanos >= quietNanos && now - lastGrowthNanos >= quietNanos;
         }
 
-        /** Archives never change; one that did is another archive that got this inode. */
-        boolean sameArchive(ScannedFile file) {
-            return file.size() == archiveSize && modifiedMicros(file.path()) == archiveModifiedMicros;
-        }
-
         /** What the file's first bytes are now (they may have grown or been rewritten); null if unreadable. */
-        Fingerprint fingerprintNow() {
-            if (channel == null) return at.fingerprint();
-            try {
-                return Fingerprint.read(channel);
-            } catch (IOException e) {
-                return null;
-            }
-        }
+        abstract Fingerprint fingerprintNow();
 
         /** True once after each commit: the positions table is behind. */
         boolean takeCommitted() {
@@ -1824,7 +1769,7 @@ public class LogShip implements Callable<Integer> {
          */
         boolean readTurn(Turn turn) throws IOException {
             try {
-                return compressed ? readArchiveTurn(turn) : readPlainTurn(turn);
+                return readTurnOrThrow(turn);
             } catch (StdoutFailed e) {
                 throw e;
             } catch (IOException e) {
@@ -1834,7 +1779,119 @@ public class LogShip implements Callable<Integer> {
             }
         }
 
-        private boolean readPlainTurn(Turn turn) throws IOException {
+        /** The kind's own reading; an IOException means the file cannot be read now. */
+        abstract boolean readTurnOrThrow(Turn turn) throws IOException;
+
+        /**
+         * LogShip deleted this file (--remove-after): it is read through its handle until quiet for
+         * --rotate-wait, like any deleted file, and then forgotten.
+         */
+        void removedByLogShip() {
+            removed = true;
+            goneSinceNanos = System.nanoTime();
+        }
+
+        boolean removed() { return removed; }
+
+        /** Every byte of the file, at the size it has now, has been accepted by stdout. */
+        abstract boolean shippedToEnd(long sizeNow);
+
+        /**
+         * Holds a handle on the file, reopening it if it was given back: a file about to be deleted
+         * is read through it afterwards. False if the name no longer leads to this file.
+         */
+        abstract boolean holdOpen() throws IOException;
+
+        /** Stdout accepted the lines: only now may the offset move past them. */
+        void commit(Progress progress) throws IOException {
+            shared.sink().flush();
+            if (progress.offset() > at.offset()) lastGrowthNanos = System.nanoTime();
+            at = at.advancedTo(progress.offset(), progress.skippingLongLine());
+            if (progress.cut() > 0) {
+                cutLines += progress.cut();
+                Log.warnOnce("cut:" + key, name() + ": a line longer than " + shared.maxLineBytes()
+                        + " bytes was cut at that length and its rest dropped (" + cutLines + " so far in this file)");
+            }
+            committed = true;
+        }
+
+        Sink.Origin origin() {
+            if (origin == null || !origin.path().equals(path)) origin = shared.sink().originOf(path);
+            return origin;
+        }
+
+        /** Size and offset for the lag gauges, taken together. */
+        void sample() { shared.metrics().sample(key, name(), size, at.offset()); }
+
+        void unreadable(IOException e, String outlook) {
+            if (Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + outlook)) {
+                shared.metrics().fileError(Metrics.FileError.UNREADABLE);
+            }
+        }
+
+        abstract void close();
+    }
+
+    /**
+     * A plain file's tail: read through a handle that is given back when over the descriptor budget
+     * and reopened when the file changes (then checked for a reused inode); a truncated file is read
+     * again from 0, after the copy a copytruncate left of it; a line still being written is held.
+     */
+    static final class PlainTail extends Tail {
+        /** Null while closed to save descriptors; reopened by path when the file changes. */
+        private FileChannel channel;
+        /** The bytes from the offset up to here hold no line end: a line still being written. */
+        private long noLineEndBefore;
+        /** When LogShip began reading the file's current content: a copy of it cannot be older. */
+        private long contentSinceMillis = System.currentTimeMillis();
+        /** Truncated by copytruncate: its copy, shipped from the old offset before the file is read from 0. */
+        private Copies.Copy copy;
+
+        private PlainTail(ScannedFile file, Shared shared) { super(file.key(), file, false, shared); }
+
+        /**
+         * A plain file's tail, starting where its saved position says if that position is still
+         * valid, at the last line's start with --start-at tail, or else at byte 0. Null if the file
+         * cannot be opened now (the next scan tries again).
+         */
+        static PlainTail start(ScannedFile file, FileChannel pinned, boolean startAtEnd, Shared shared) {
+            PlainTail tail = new PlainTail(file, shared);
+            if (pinned != null) {
+                tail.channel = pinned;
+                shared.descriptors().countPinned();
+            }
+            FileChannel channel = pinned != null ? pinned : tail.open();
+            if (channel == null) return null;
+            try {
+                tail.born = shared.births().of(tail.source, tail.key);
+                tail.at = Checkpoint.startOf(tail.name(), tail.key, tail.born, channel, startAtEnd, shared);
+                tail.size = file.size();
+                tail.sample();
+                Log.debug("following " + tail.name() + " from byte " + tail.at.offset());
+                tail.idle(); // thousands of files at startup must not hold thousands of descriptors
+                return tail;
+            } catch (IOException e) {
+                tail.unreadable(e, "; will retry");
+                tail.close();
+                return null;
+            }
+        }
+
+        @Override
+        boolean hasHandle() { return channel != null; }
+
+        @Override
+        Fingerprint fingerprintNow() {
+            if (channel == null) return at.fingerprint();
+            try {
+                return Fingerprint.read(channel);
+            } catch (IOException e) {
+                return null;
+            }
+        }
+
+        @Override
+        boolean readTurnOrThrow(Turn turn) throws IOException {
             if (copy != null) return readCopyTurn(turn);
             FileChannel file = channel != null ? channel : reopen();
             if (file == null) return false;
@@ -1842,22 +1899,8 @@ public class LogShip implements Callable<Integer> {
             size = file.size();
             // The marker is checked even when the size is unchanged: a file truncated and rewritten to
             // exactly its old length would otherwise pass for unchanged until it grew again.
-            if (size < at.offset() || !at.marker().stillBefore(file, at.offset())) {
-                shared.metrics().filesRotated.incrementAndGet();
-                copy = shared.copies().find(key, at, contentSinceMillis);
-                if (copy != null) {
-                    Log.info(name() + " was truncated; shipping the " + (copy.length() - at.offset()) + " bytes its copy "
-                            + copy.path().getFileName() + " holds past byte " + at.offset() + " first, then reading it"
-                            + " again from the start");
-                    size = copy.length();
-                    return readCopyTurn(turn);
-                }
-                Log.warn(name() + " was truncated; reading it again from the start. No copy of it was found in the"
-                        + " directory, so any lines written between the last read and the truncate are lost (with"
-                        + " logrotate's copytruncate and compress, add delaycompress)");
-                // What was seen but not yet shipped is gone (more may have been, unseen).
-                shared.metrics().unread(Metrics.Unread.TRUNCATED, seen - at.offset());
-                readAgainFromStart();
+            if ((size < at.offset() || !at.marker().stillBefore(file, at.offset())) && truncatedWithACopy(seen)) {
+                return readCopyTurn(turn);
             }
             sample();
             ByteSource bytes = file::read;
@@ -1878,6 +1921,29 @@ public class LogShip implements Callable<Integer> {
             }
             if (!progress.moreToRead()) idle();
             return progress.moreToRead();
+        }
+
+        /**
+         * Found truncated: true if the copy a copytruncate left holds what was not shipped yet (it is
+         * shipped first); else the file is read again from 0, and what was seen but not shipped is lost.
+         */
+        private boolean truncatedWithACopy(long seen) {
+            shared.metrics().filesRotated.incrementAndGet();
+            copy = shared.copies().find(key, at, contentSinceMillis);
+            if (copy != null) {
+                Log.info(name() + " was truncated; shipping the " + (copy.length() - at.offset()) + " bytes its copy "
+                        + copy.path().getFileName() + " holds past byte " + at.offset() + " first, then reading it"
+                        + " again from the start");
+                size = copy.length();
+                return true;
+            }
+            Log.warn(name() + " was truncated; reading it again from the start. No copy of it was found in the"
+                    + " directory, so any lines written between the last read and the truncate are lost (with"
+                    + " logrotate's copytruncate and compress, add delaycompress)");
+            // What was seen but not yet shipped is gone (more may have been, unseen).
+            shared.metrics().unread(Metrics.Unread.TRUNCATED, seen - at.offset());
+            readAgainFromStart();
+            return false;
         }
 
         /**
@@ -1911,47 +1977,11 @@ public class LogShip implements Callable<Integer> {
             if (at.offset() == 0 && copy == null) at = end;
         }
 
-        /**
-         * LogShip deleted this file (--remove-after): it is read through its handle until quiet for
-         * --rotate-wait, like any deleted file, and then forgotten.
-         */
-        void removedByLogShip() {
-            removed = true;
-            goneSinceNanos = System.nanoTime();
-        }
+        @Override
+        boolean shippedToEnd(long sizeNow) { return copy == null && at.offset() == sizeNow; }
 
-        boolean removed() { return removed; }
-
-        /** Every byte of the file, at the size it has now, has been accepted by stdout. */
-        boolean shippedToEnd(long sizeNow) {
-            return compressed ? finished && sizeNow == archiveSize : copy == null && at.offset() == sizeNow;
-        }
-
-        /**
-         * Holds a handle on the file, reopening it if it was given back: a file about to be deleted
-         * is read through it afterwards. False if the name no longer leads to this file.
-         */
-        boolean holdOpen() throws IOException {
-            return compressed || channel != null || reopen() != null;
-        }
-
-        private boolean readArchiveTurn(Turn turn) throws IOException {
-            if (finished) return false;
-            if (inflated == null) {
-                inflated = new ArchiveStream(shared.descriptors().openArchive(source, key));
-                inflated.skip(at.offset());
-            }
-            // An archive's last line is whole even without a newline: nothing will ever be added.
-            Progress progress = shared.reader().read(inflated, at.offset(), at.skippingLongLine(),
-                    turn.shippingTrailingPartials(), origin(), shared.sink());
-            commit(progress);
-            sample();
-            if (progress.moreToRead()) return true;
-            finished = true;
-            close();
-            Log.debug("shipped the archive " + name());
-            return false;
-        }
+        @Override
+        boolean holdOpen() throws IOException { return channel != null || reopen() != null; }
 
         /**
          * A line still being written is not read again from its start at every change (that costs
@@ -1966,41 +1996,6 @@ public class LogShip implements Callable<Integer> {
             if (shared.reader().hasNewline(bytes, noLineEndBefore, size)) return false;
             noLineEndBefore = size;
             return true;
-        }
-
-        /** Stdout accepted the lines: only now may the offset move past them. */
-        private void commit(Progress progress) throws IOException {
-            shared.sink().flush();
-            if (progress.offset() > at.offset()) lastGrowthNanos = System.nanoTime();
-            at = at.advancedTo(progress.offset(), progress.skippingLongLine());
-            if (progress.cut() > 0) {
-                cutLines += progress.cut();
-                Log.warnOnce("cut:" + key, name() + ": a line longer than " + shared.maxLineBytes()
-                        + " bytes was cut at that length and its rest dropped (" + cutLines + " so far in this file)");
-            }
-            committed = true;
-        }
-
-        /** An archive that was shipped before (or whose original was) starts past what went out. */
-        void resumeArchiveAt(long offset, boolean skippingLongLine, long contentLength) {
-            at = at.advancedTo(offset, skippingLongLine);
-            finished = offset >= contentLength;
-            size = contentLength;
-            sample();
-        }
-
-        private Sink.Origin origin() {
-            if (origin == null || !origin.path().equals(path)) origin = shared.sink().originOf(path);
-            return origin;
-        }
-
-        /** Size and offset for the lag gauges, taken together. */
-        private void sample() { shared.metrics().sample(key, name(), size, at.offset()); }
-
-        private void unreadable(IOException e, String outlook) {
-            if (Log.warnOnce("read:" + name(), "cannot read " + name() + ": " + reason(e) + outlook)) {
-                shared.metrics().fileError(Metrics.FileError.UNREADABLE);
-            }
         }
 
         /**
@@ -2045,13 +2040,12 @@ public class LogShip implements Callable<Integer> {
             return channel;
         }
 
+        @Override
         void close() {
-            if (channel != null || inflated != null) shared.descriptors().released();
+            if (channel != null) shared.descriptors().released();
             Descriptors.closeQuietly(channel);
-            Descriptors.closeQuietly(inflated);
             if (copy != null) Descriptors.closeQuietly(copy.channel());
             channel = null;
-            inflated = null;
             copy = null;
         }
     }
@@ -2235,6 +2229,47 @@ public class LogShip implements Callable<Integer> {
             if (held != null && held.size == file.size()) return null; // unchanged since we last looked
             if (held != null && held.growing != null && !grownComplete(held, file)) return null;
             List<Original> originals = new ArrayList<>();
+            ArchiveCheck.Complete archive = checkedWhole(file, tails, originals);
+            if (archive == null) return null;
+            String name = file.path().getFileName().toString();
+            ArchiveTail tail = new ArchiveTail(file, Fingerprint.of(archive.head(), archive.headLength()), shared);
+            Positions.Entry saved = positions.get(file.key());
+            // This very archive, shipped in part before a restart. An empty fingerprint proves
+            // nothing: a replaced archive may have the old one's inode.
+            if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
+                    && saved.fingerprint().matchesStartOf(archive.head(), archive.headLength())
+                    && archive.length() >= saved.offset()) {
+                tail.resumeAt(saved.offset(), false, archive.length());
+                return tail;
+            }
+            if (saved != null) positions.retire(file.key()); // its inode went to this archive
+            Original live = originals.stream().filter(o -> o.live() != null && isLiveOriginal(o, archive))
+                    .findFirst().orElse(null);
+            if (live != null) {
+                Log.debug("holding " + name + " until " + live.name() + ", its uncompressed original, is done");
+                return null;
+            }
+            Original shipped = originals.stream().filter(o -> o.live() == null && archive.isCopyOf(o.at()))
+                    .max(Comparator.comparingLong((Original o) -> o.at().offset())).orElse(null);
+            if (shipped != null) {
+                Log.info(name + " is " + shipped.name() + " compressed; shipping only the "
+                        + (archive.length() - shipped.at().offset()) + " bytes not shipped before");
+                tail.resumeAt(shipped.at().offset(), shipped.at().skippingLongLine(), archive.length());
+                return tail;
+            }
+            originals.stream().filter(o -> o.at().offset() > 0).findFirst().ifPresent(o -> Log.warnOnce(
+                    "lookalike:" + file.key() + ":" + file.size(), name + " starts like " + o.name()
+                    + " but does not hold the bytes shipped from it, so it is not a copy of it: shipping it whole"));
+            tail.resumeAt(0, false, archive.length());
+            return tail;
+        }
+
+        /**
+         * The archive, inflated whole, with the files it may be a copy of added to {@code originals};
+         * or null while it cannot be shipped: still being written or corrupt (held until it changes),
+         * or unreadable now.
+         */
+        private ArchiveCheck.Complete checkedWhole(ScannedFile file, Collection<Tail> tails, List<Original> originals) {
             ArchiveCheck check;
             try {
                 check = ArchiveCheck.of(file, (head, headLength) -> {
@@ -2266,36 +2301,7 @@ public class LogShip implements Callable<Integer> {
             ArchiveCheck.Complete archive = (ArchiveCheck.Complete) check;
             bytesInflated += archive.length();
             release(file.key());
-            Tail tail = Tail.archive(file, Fingerprint.of(archive.head(), archive.headLength()), shared);
-            Positions.Entry saved = positions.get(file.key());
-            // This very archive, shipped in part before a restart. An empty fingerprint proves
-            // nothing: a replaced archive may have the old one's inode.
-            if (saved != null && saved.compressed() && saved.fingerprint().length() > 0
-                    && saved.fingerprint().matchesStartOf(archive.head(), archive.headLength())
-                    && archive.length() >= saved.offset()) {
-                tail.resumeArchiveAt(saved.offset(), false, archive.length());
-                return tail;
-            }
-            if (saved != null) positions.retire(file.key()); // its inode went to this archive
-            Original live = originals.stream().filter(o -> o.live() != null && isLiveOriginal(o, archive))
-                    .findFirst().orElse(null);
-            if (live != null) {
-                Log.debug("holding " + name + " until " + live.name() + ", its uncompressed original, is done");
-                return null;
-            }
-            Original shipped = originals.stream().filter(o -> o.live() == null && archive.isCopyOf(o.at()))
-                    .max(Comparator.comparingLong((Original o) -> o.at().offset())).orElse(null);
-            if (shipped != null) {
-                Log.info(name + " is " + shipped.name() + " compressed; shipping only the "
-                        + (archive.length() - shipped.at().offset()) + " bytes not shipped before");
-                tail.resumeArchiveAt(shipped.at().offset(), shipped.at().skippingLongLine(), archive.length());
-                return tail;
-            }
-            originals.stream().filter(o -> o.at().offset() > 0).findFirst().ifPresent(o -> Log.warnOnce(
-                    "lookalike:" + file.key() + ":" + file.size(), name + " starts like " + o.name()
-                    + " but does not hold the bytes shipped from it, so it is not a copy of it: shipping it whole"));
-            tail.resumeArchiveAt(0, false, archive.length());
-            return tail;
+            return archive;
         }
 
         /** Archives no longer in the directory need no hold. */
@@ -2377,6 +2383,77 @@ public class LogShip implements Callable<Integer> {
             Fingerprint now = original.live().fingerprintNow();
             return now != null && now.length() >= Math.min(Fingerprint.SIZE, archive.headLength())
                     && (original.at().offset() == 0 || archive.isCopyOf(original.at()));
+        }
+    }
+
+    /**
+     * A complete .gz archive's tail; Archives decides where it starts. Its decompressed stream stays
+     * open at the offset between turns (a stream cannot seek back), and it is read once to its end.
+     */
+    static final class ArchiveTail extends Tail {
+        private ArchiveStream inflated;
+        private boolean finished;
+        // The archive's size and time when it was found complete.
+        private final long archiveSize;
+        private final long archiveModifiedMicros;
+
+        ArchiveTail(ScannedFile file, Fingerprint headOfContent, Shared shared) {
+            super(file.key(), file, true, shared);
+            archiveSize = file.size();
+            archiveModifiedMicros = modifiedMicros(file.path());
+            at = Checkpoint.START.withFingerprint(headOfContent);
+        }
+
+        /** Archives never change; one that did is another archive that got this inode. */
+        boolean sameArchive(ScannedFile file) {
+            return file.size() == archiveSize && modifiedMicros(file.path()) == archiveModifiedMicros;
+        }
+
+        /** An archive that was shipped before (or whose original was) starts past what went out. */
+        void resumeAt(long offset, boolean skippingLongLine, long contentLength) {
+            at = at.advancedTo(offset, skippingLongLine);
+            finished = offset >= contentLength;
+            size = contentLength;
+            sample();
+        }
+
+        @Override
+        boolean readTurnOrThrow(Turn turn) throws IOException {
+            if (finished) return false;
+            if (inflated == null) {
+                inflated = new ArchiveStream(shared.descriptors().openArchive(source, key));
+                inflated.skip(at.offset());
+            }
+            // An archive's last line is whole even without a newline: nothing will ever be added.
+            Progress progress = shared.reader().read(inflated, at.offset(), at.skippingLongLine(),
+                    turn.shippingTrailingPartials(), origin(), shared.sink());
+            commit(progress);
+            sample();
+            if (progress.moreToRead()) return true;
+            finished = true;
+            close();
+            Log.debug("shipped the archive " + name());
+            return false;
+        }
+
+        @Override
+        boolean shippedToEnd(long sizeNow) { return finished && sizeNow == archiveSize; }
+
+        /** Its stream is no handle to read on through: an archive that loses its name is dropped. */
+        @Override
+        boolean hasHandle() { return false; }
+
+        @Override
+        boolean holdOpen() { return true; }
+
+        @Override
+        Fingerprint fingerprintNow() { return at.fingerprint(); }
+
+        @Override
+        void close() {
+            if (inflated != null) shared.descriptors().released();
+            Descriptors.closeQuietly(inflated);
+            inflated = null;
         }
     }
 
@@ -2628,7 +2705,7 @@ public class LogShip implements Callable<Integer> {
             positions.put(new Positions.Entry(copy.key(), false, whole, System.currentTimeMillis(), copy.path(),
                     births.of(copy.path(), copy.key())));
             Tail follower = tails.get(copy.key());
-            if (follower != null) follower.shippedAsACopyTo(whole);
+            if (follower instanceof PlainTail plain) plain.shippedAsACopyTo(whole);
         }
     }
 
@@ -3037,35 +3114,19 @@ public class LogShip implements Callable<Integer> {
          */
         static final int BUFFER_BYTES = 128 * 1024;
         static final int BUFFERS = 8;
-        private static final byte[] JSON_START = "{\"message\":\"".getBytes(StandardCharsets.US_ASCII);
-        private static final byte[] JSON_OFFSET = "\",\"log.offset\":".getBytes(StandardCharsets.US_ASCII);
-        private static final byte[] JSON_TRUNCATED = ",\"log.truncated\":true".getBytes(StandardCharsets.US_ASCII);
-        private static final byte[] JSON_TIMESTAMP = ",\"timestamp\":\"".getBytes(StandardCharsets.US_ASCII);
-        private static final DateTimeFormatter RFC_3339 =
-                DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'", Locale.ROOT).withZone(ZoneOffset.UTC);
-        private static final char[] HEX = "0123456789abcdef".toCharArray();
-        private static final byte[] HEX_BYTES = "0123456789abcdef".getBytes(StandardCharsets.US_ASCII);
         private final StdoutWriter writer;
         private final Format format;
-        private final boolean timestamp;
         /** The k8s.* fields, the same for every line: written once here and copied into each origin. */
         private final String resourceFields;
         private final Metrics metrics;
         /** Lines stdout accepted, as of the last flush. */
         long lines;
-        // The loop's side: the block being filled with copied lines or JSON, and what it holds.
-        private ByteBuffer block;
-        private long blockLines;
-        private long blockCut;
+        /** The loop's side: the block being filled with copied lines or JSON. */
+        private final OutputBlock block;
+        private final JsonEncoder json;
         /** The reader's chunk has ranges queued for writing: it goes back to the pool behind them. */
         private boolean chunkQueued;
-        // The timestamp is formatted again only when the millisecond changed.
-        private long stampMillis = -1;
-        private byte[] stamp;
-        // Invalid UTF-8 is decoded as the JDK decodes it (String's rules), a piece at a time.
-        private final CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
-                .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
-        private final CharBuffer decoded = CharBuffer.allocate(4096);
+
         Sink(OutputStream out, Settings settings, Metrics metrics) {
             this(Channels.newChannel(out), settings, metrics);
         }
@@ -3073,18 +3134,19 @@ public class LogShip implements Callable<Integer> {
         Sink(WritableByteChannel out, Settings settings, Metrics metrics) {
             this.writer = new StdoutWriter(out, metrics);
             this.format = settings.format();
-            this.timestamp = settings.timestamp();
+            this.block = new OutputBlock(writer);
+            this.json = new JsonEncoder(block, settings.timestamp());
             this.metrics = metrics;
             StringBuilder fields = new StringBuilder();
             settings.resource().forEach((key, value) -> fields.append(",\"").append(key).append("\":\"")
-                    .append(jsonEscape(value)).append('"'));
+                    .append(JsonEncoder.jsonEscape(value)).append('"'));
             this.resourceFields = fields.toString();
         }
 
         Origin originOf(Path path) {
             byte[] fields = format == Format.JSON
-                    ? (",\"log.file.path\":\"" + jsonEscape(path.toString()) + "\",\"log.file.name\":\""
-                            + jsonEscape(path.getFileName().toString()) + "\"" + resourceFields + "}\n")
+                    ? (",\"log.file.path\":\"" + JsonEncoder.jsonEscape(path.toString()) + "\",\"log.file.name\":\""
+                            + JsonEncoder.jsonEscape(path.getFileName().toString()) + "\"" + resourceFields + "}\n")
                             .getBytes(StandardCharsets.UTF_8)
                     : new byte[0];
             return new Origin(path, fields);
@@ -3115,13 +3177,13 @@ public class LogShip implements Callable<Integer> {
          */
         void lines(Origin origin, ByteBuffer chunk, int from, int to, long start, long count) throws StdoutFailed {
             if (format == Format.RAW) {
-                submitBlock(); // lines copied before these go out first
+                block.submit(); // lines copied before these go out first
                 writer.enqueue(new StdoutWriter.Write(chunk.slice(from, to - from), count, 0, null));
                 chunkQueued = true;
                 return;
             }
             for (int i = from; i < to; ) {
-                int end = jsonLine(origin, chunk, i, to, start + (i - from), false);
+                int end = json.line(origin, chunk, i, to, start + (i - from), false);
                 i = end + 1;
             }
         }
@@ -3129,29 +3191,102 @@ public class LogShip implements Callable<Integer> {
         /** One line that starts at {@code start} in its file (in a .gz, in the decompressed stream). */
         void line(Origin origin, byte[] text, int offset, int length, long start, boolean wasCut) throws StdoutFailed {
             if (format == Format.RAW) {
-                put(text, offset, length);
-                room(1).put((byte) '\n');
-                blockLines++;
-                if (wasCut) blockCut++;
+                block.put(text, offset, length);
+                block.room(1).put((byte) '\n');
+                block.lineWritten(wasCut);
             } else {
                 ByteBuffer in = ByteBuffer.wrap(text, offset, length).order(ByteOrder.LITTLE_ENDIAN);
-                jsonLine(origin, in, offset, offset + length, start, wasCut);
+                json.line(origin, in, offset, offset + length, start, wasCut);
             }
         }
 
         /** Stdout accepted everything so far: only now do the shipped counters move. */
         void flush() throws StdoutFailed {
-            submitBlock();
+            block.submit();
             lines = writer.awaitWritten();
         }
+    }
 
-        // ------------------------------------------------------------------------ JSON
+    /**
+     * The block the Sink fills with copied lines (raw) or JSON, and how many lines it holds: queued
+     * for the writer thread when full and at each flush.
+     */
+    static final class OutputBlock {
+        private final StdoutWriter writer;
+        private ByteBuffer block;
+        private long lines;
+        private long cut;
+
+        OutputBlock(StdoutWriter writer) { this.writer = writer; }
+
+        /** The block being filled, with at least {@code bytes} free (at most BUFFER_BYTES). */
+        ByteBuffer room(int bytes) throws StdoutFailed {
+            if (block != null && block.remaining() >= bytes) return block;
+            submit();
+            if (block == null) block = writer.buffer();
+            return block;
+        }
+
+        void put(byte[] bytes, int offset, int length) throws StdoutFailed {
+            for (int at = offset, end = offset + length; at < end; ) {
+                ByteBuffer into = room(1);
+                int n = Math.min(into.remaining(), end - at);
+                into.put(bytes, at, n);
+                at += n;
+            }
+        }
+
+        /** Queues what the block holds, if anything. */
+        void submit() throws StdoutFailed {
+            if (block == null || block.position() == 0) return;
+            ByteBuffer full = block.flip();
+            block = null;
+            writer.enqueue(new StdoutWriter.Write(full, lines, cut, full));
+            lines = 0;
+            cut = 0;
+        }
+
+        /** A whole line went into the block; counted as accepted once the block is written. */
+        void lineWritten(boolean wasCut) {
+            lines++;
+            if (wasCut) cut++;
+        }
+    }
+
+    /**
+     * The JSON format: one object per line, written straight into the Sink's block, so that no
+     * line is built on the heap first (a long line costs no more heap than in raw).
+     */
+    static final class JsonEncoder {
+        private static final byte[] JSON_START = "{\"message\":\"".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_OFFSET = "\",\"log.offset\":".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_TRUNCATED = ",\"log.truncated\":true".getBytes(StandardCharsets.US_ASCII);
+        private static final byte[] JSON_TIMESTAMP = ",\"timestamp\":\"".getBytes(StandardCharsets.US_ASCII);
+        private static final DateTimeFormatter RFC_3339 =
+                DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss.SSS'Z'", Locale.ROOT).withZone(ZoneOffset.UTC);
+        private static final char[] HEX = "0123456789abcdef".toCharArray();
+        private static final byte[] HEX_BYTES = "0123456789abcdef".getBytes(StandardCharsets.US_ASCII);
+        private final OutputBlock out;
+        private final boolean timestamp;
+        // The timestamp is formatted again only when the millisecond changed.
+        private long stampMillis = -1;
+        private byte[] stamp;
+        // Invalid UTF-8 is decoded as the JDK decodes it (String's rules), a piece at a time.
+        private final CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
+                .onMalformedInput(CodingErrorAction.REPLACE).onUnmappableCharacter(CodingErrorAction.REPLACE);
+        private final CharBuffer decoded = CharBuffer.allocate(4096);
+
+        JsonEncoder(OutputBlock out, boolean timestamp) {
+            this.out = out;
+            this.timestamp = timestamp;
+        }
+
 
         /**
          * One object for the line starting at in[from]; its text ends at the first newline or at
          * {@code to}. Returns where it ended.
          */
-        private int jsonLine(Origin origin, ByteBuffer in, int from, int to, long start, boolean wasCut)
+        int line(Sink.Origin origin, ByteBuffer in, int from, int to, long start, boolean wasCut)
                 throws StdoutFailed {
             put(JSON_START, 0, JSON_START.length);
             int end = escape(in, from, to);
@@ -3165,8 +3300,7 @@ public class LogShip implements Callable<Integer> {
                 room(1).put((byte) '"');
             }
             put(origin.jsonFields(), 0, origin.jsonFields().length);
-            blockLines++;
-            if (wasCut) blockCut++;
+            out.lineWritten(wasCut);
             return end;
         }
 
@@ -3338,35 +3472,9 @@ public class LogShip implements Callable<Integer> {
             return escaped.toString();
         }
 
-        // ------------------------------------------------------------------------ blocks
+        private ByteBuffer room(int bytes) throws StdoutFailed { return out.room(bytes); }
 
-        /** The block being filled, with at least {@code bytes} free (at most BUFFER_BYTES). */
-        private ByteBuffer room(int bytes) throws StdoutFailed {
-            if (block != null && block.remaining() >= bytes) return block;
-            submitBlock();
-            if (block == null) block = buffer();
-            return block;
-        }
-
-        private void put(byte[] bytes, int offset, int length) throws StdoutFailed {
-            for (int at = offset, end = offset + length; at < end; ) {
-                ByteBuffer into = room(1);
-                int n = Math.min(into.remaining(), end - at);
-                into.put(bytes, at, n);
-                at += n;
-            }
-        }
-
-        /** Queues what the block holds, if anything. */
-        private void submitBlock() throws StdoutFailed {
-            if (block == null || block.position() == 0) return;
-            ByteBuffer full = block.flip();
-            block = null;
-            writer.enqueue(new StdoutWriter.Write(full, blockLines, blockCut, full));
-            blockLines = 0;
-            blockCut = 0;
-        }
-
+        private void put(byte[] bytes, int offset, int length) throws StdoutFailed { out.put(bytes, offset, length); }
     }
 
     /**
