@@ -124,7 +124,8 @@ import picocli.CommandLine.Option;
  *   Wiring         main() and call(): build the parts, run the loop, return the exit code
  *   The loop       Shipper: its follow() is the table of contents of the periodic jobs
  *                  (rescan, poll, close quiet rotated files, remove shipped files, forget, save); Ticker
- *                  says when each is due; Removal decides which files --remove-after may delete
+ *                  says when each is due; PositionSaves writes the offsets out; Removal decides which
+ *                  files --remove-after may delete
  *   Tails          the files followed, kept in line with the directory by rescans and event batches
  *   Scanner        which directory entries may be shipped (regular files; symlinks only inside)
  *   Tail           one file being shipped: its names, and how far it got (moved when stdout took lines);
@@ -731,8 +732,7 @@ public class LogShip implements Callable<Integer> {
         private final Ticker ticker;
         private final Metrics metrics;
         private final Tails tails;
-        /** An offset moved, or a position was kept, since the last save. */
-        private boolean positionsDirty;
+        private final PositionSaves saves;
         /** Null when polling only (no change notification here, or --once). */
         private Watcher watcher;
 
@@ -755,6 +755,7 @@ public class LogShip implements Callable<Integer> {
             this.removal = settings.removal() == null || settings.once() ? null
                     : new Removal(settings.removal(), metrics);
             this.ticker = new Ticker(settings.interval());
+            this.saves = new PositionSaves(positions, tails, ticker, metrics, settings.forgetAfter());
         }
 
         int run() {
@@ -774,7 +775,7 @@ public class LogShip implements Callable<Integer> {
                     boolean standalone = !positions.persistent();
                     readUntilCaughtUp(tails.all(), NO_DEADLINE, standalone);
                     if (!standalone) reportUnfinishedLines();
-                    return finalSave() ? 0 : 1;
+                    return saves.finalSave() ? 0 : 1;
                 }
                 // Watch first, then scan: a file created in between is then seen by one or the other.
                 watcher = startWatcher();
@@ -824,7 +825,7 @@ public class LogShip implements Callable<Integer> {
             readUntilCaughtUp(tails.all(), NO_DEADLINE, false);
             while (!shutdown.requested()) {
                 try {
-                    wakeup.await(ticker.nanosUntilNextJob(positionsBehind()));
+                    wakeup.await(ticker.nanosUntilNextJob(saves.behind()));
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
                     return;
@@ -837,7 +838,7 @@ public class LogShip implements Callable<Integer> {
                     readUntilCaughtUp(tails.changedSince(watcher), NO_DEADLINE, false);
                     tails.closeQuietRotatedFiles();
                 }
-                if (ticker.saveDue(positionsBehind())) savePositions();
+                if (ticker.saveDue(saves.behind())) saves.save();
             }
         }
 
@@ -848,7 +849,7 @@ public class LogShip implements Callable<Integer> {
             readUntilCaughtUp(tails.snapshot(), NO_DEADLINE, false);
             tails.closeQuietRotatedFiles();
             removeFullyShippedFiles();
-            forgetOldPositions();
+            saves.forgetOld();
         }
 
         void discoverAtStartup() { tails.rescan(true); }
@@ -904,9 +905,9 @@ public class LogShip implements Callable<Integer> {
                 if (!tails.follows(tail)) continue;
                 boolean moreToRead = tail.readTurn(turn);
                 metrics.beat();
-                if (tail.takeCommitted()) positionsDirty = true;
+                if (tail.takeCommitted()) saves.offsetMoved();
                 if (moreToRead) queue.add(tail);
-                if (ticker.saveDue(positionsBehind())) savePositions();
+                if (ticker.saveDue(saves.behind())) saves.save();
             }
             return true;
         }
@@ -919,7 +920,7 @@ public class LogShip implements Callable<Integer> {
             // Deleted only once the record that its bytes went out is durable: never a file that a
             // restart would still count as unshipped.
             if (positions.persistent()) {
-                IOException failed = trySavingPositions();
+                IOException failed = saves.trySave();
                 if (failed != null) {
                     Log.warnOnce("save", "cannot save positions: " + reason(failed) + "; will retry, and delete"
                             + " nothing until then");
@@ -935,50 +936,8 @@ public class LogShip implements Callable<Integer> {
             metrics.followOnly(tails.keys());
         }
 
-        private void forgetOldPositions() {
-            if (positions.forgetGone(forgetCutoff(), tails.keys())) positionsDirty = true;
-        }
-
-        private long forgetCutoff() { return System.currentTimeMillis() - settings.forgetAfter().toMillis(); }
-
-        private boolean positionsBehind() {
-            if (tails.takePositionsChanged()) positionsDirty = true;
-            return positionsDirty;
-        }
-
-        void savePositions() {
-            IOException failed = trySavingPositions();
-            if (failed != null) Log.warnOnce("save", "cannot save positions: " + reason(failed) + "; will retry");
-        }
-
-        /**
-         * The save at the end has no retry: if it fails, a restart ships again what went out since the
-         * last good save, so it is said, and the exit code says it too.
-         */
-        boolean finalSave() {
-            IOException failed = trySavingPositions();
-            if (failed == null) return true;
-            Log.error("cannot save positions at shutdown (" + reason(failed) + "); a restart will ship again the"
-                    + " lines shipped since the last save");
-            return false;
-        }
-
-        /** Null once saved, else why not. */
-        private IOException trySavingPositions() {
-            for (Tail tail : tails.all()) positions.put(tail.entry());
-            positions.forgetGone(forgetCutoff(), tails.keys());
-            ticker.saved();
-            try {
-                positions.save();
-                positionsDirty = false;
-                if (positions.persistent()) metrics.positionsSaves.incrementAndGet();
-                Log.forget("save");
-                return null;
-            } catch (IOException e) {
-                metrics.positionsSaveErrors.incrementAndGet();
-                return e;
-            }
-        }
+        /** Saves positions now (tests, and the loop through PositionSaves when due). */
+        void savePositions() { saves.save(); }
 
         /**
          * After a signal: no more discovery beyond one last look, ship what the files hold now, flush,
@@ -988,7 +947,7 @@ public class LogShip implements Callable<Integer> {
             long deadline = System.nanoTime() + settings.drainTimeout().toNanos();
             tails.rescan(false);
             boolean complete = readUntilCaughtUp(tails.snapshot(), deadline, false);
-            boolean saved = finalSave();
+            boolean saved = saves.finalSave();
             if (!complete) {
                 Log.warn(shutdown.cutShort() ? "drain cut short by a second signal; unshipped lines remain in the files"
                         : "drain timed out after " + formatDuration(settings.drainTimeout())
@@ -1036,6 +995,77 @@ public class LogShip implements Callable<Integer> {
         }
 
         void saved() { lastSaveNanos = System.nanoTime(); }
+    }
+
+    /**
+     * Writes the followed files' offsets to the positions file: when one moved and the ticker says a
+     * save is due, when a file is about to be removed, and at the end; and forgets the positions of
+     * files gone for longer than --forget-after.
+     */
+    static final class PositionSaves {
+        private final Positions positions;
+        private final Tails tails;
+        private final Ticker ticker;
+        private final Metrics metrics;
+        private final Duration forgetAfter;
+        /** An offset moved, or a position was kept, since the last save. */
+        private boolean dirty;
+
+        PositionSaves(Positions positions, Tails tails, Ticker ticker, Metrics metrics, Duration forgetAfter) {
+            this.positions = positions;
+            this.tails = tails;
+            this.ticker = ticker;
+            this.metrics = metrics;
+            this.forgetAfter = forgetAfter;
+        }
+
+        void offsetMoved() { dirty = true; }
+
+        /** Whether the positions file is behind the tails. */
+        boolean behind() {
+            if (tails.takePositionsChanged()) dirty = true;
+            return dirty;
+        }
+
+        void forgetOld() {
+            if (positions.forgetGone(forgetCutoff(), tails.keys())) dirty = true;
+        }
+
+        private long forgetCutoff() { return System.currentTimeMillis() - forgetAfter.toMillis(); }
+
+        void save() {
+            IOException failed = trySave();
+            if (failed != null) Log.warnOnce("save", "cannot save positions: " + reason(failed) + "; will retry");
+        }
+
+        /**
+         * The save at the end has no retry: if it fails, a restart ships again what went out since the
+         * last good save, so it is said, and the exit code says it too.
+         */
+        boolean finalSave() {
+            IOException failed = trySave();
+            if (failed == null) return true;
+            Log.error("cannot save positions at shutdown (" + reason(failed) + "); a restart will ship again the"
+                    + " lines shipped since the last save");
+            return false;
+        }
+
+        /** Null once saved, else why not. */
+        IOException trySave() {
+            for (Tail tail : tails.all()) positions.put(tail.entry());
+            positions.forgetGone(forgetCutoff(), tails.keys());
+            ticker.saved();
+            try {
+                positions.save();
+                dirty = false;
+                if (positions.persistent()) metrics.positionsSaves.incrementAndGet();
+                Log.forget("save");
+                return null;
+            } catch (IOException e) {
+                metrics.positionsSaveErrors.incrementAndGet();
+                return e;
+            }
+        }
     }
 
     /**
