@@ -17,7 +17,7 @@ import java.lang.invoke.MethodHandleProxies;
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.MethodType;
 import java.lang.reflect.InvocationTargetException;
-import java.math.BigDecimal;
+import java.math.BigInteger;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -465,8 +465,14 @@ public class LogShip implements Callable<Integer> {
             case "h" -> 3_600_000_000_000L;
             default -> 86_400_000_000_000L;
         };
-        BigDecimal nanos = new BigDecimal(m.group(1)).multiply(BigDecimal.valueOf(nanosPerUnit));
-        return Duration.ofNanos(nanos.min(BigDecimal.valueOf(Long.MAX_VALUE)).longValue());
+        // Exact, in integers: BigDecimal would be simpler, but its class initialisation computes
+        // 5^65536 (JDK 25), a few milliseconds of every start.
+        String number = m.group(1);
+        int point = number.indexOf('.');
+        String fraction = point < 0 ? "" : number.substring(point + 1);
+        BigInteger digits = new BigInteger(point < 0 ? number : number.substring(0, point) + fraction);
+        BigInteger nanos = digits.multiply(BigInteger.valueOf(nanosPerUnit)).divide(BigInteger.TEN.pow(fraction.length()));
+        return Duration.ofNanos(nanos.min(BigInteger.valueOf(Long.MAX_VALUE)).longValue());
     }
 
     static Duration positiveDuration(String setting, String value) throws ConfigError {
@@ -563,13 +569,28 @@ public class LogShip implements Callable<Integer> {
         try {
             Files.createDirectories(parent);
             // Probe with a real file: permission bits lie to root and to read-only mounts.
-            Path probe = Files.createTempFile(parent, ".logship-probe", ".tmp");
+            Path probe = createProbe(parent, ".logship-probe");
             Files.delete(probe);
         } catch (IOException | SecurityException e) {
             throw new ConfigError("LOG_STATE_FILE (--state) directory " + parent + " is not writable: "
                     + reason(e) + ".");
         }
         return file;
+    }
+
+    /**
+     * A new empty file for a probe, deleted at once by the caller. Not Files.createTempFile: it names
+     * files by SecureRandom, whose first use (provider lookup, seeding) costs ~8 ms of every start.
+     * A probe lives for microseconds and only needs a name no other probe has at the same moment.
+     */
+    static Path createProbe(Path directory, String prefix) throws IOException {
+        while (true) {
+            try {
+                return Files.createFile(directory.resolve(prefix + System.nanoTime() + ".tmp"));
+            } catch (FileAlreadyExistsException e) {
+                // another process's probe of the same nanosecond: the next name
+            }
+        }
     }
 
     /**
@@ -605,6 +626,13 @@ public class LogShip implements Callable<Integer> {
             }
             return null; // picocli then uses the annotation's default
         }
+
+        /**
+         * picocli builds this into a string for every option it fills, traced or not: the record's own
+         * would be the whole environment, once per option, on every start (and in any trace).
+         */
+        @Override
+        public String toString() { return "environment variables"; }
     }
 
     static final class Version implements CommandLine.IVersionProvider {
@@ -2775,7 +2803,7 @@ public class LogShip implements Callable<Integer> {
         private void probe(Path directory) {
             Path probe = null;
             try {
-                probe = Files.createTempFile(directory, ".logship-birth", ".tmp");
+                probe = createProbe(directory, ".logship-birth");
                 Files.setLastModifiedTime(probe, FileTime.fromMillis(1_000_000_000_000L)); // 2001
                 of(probe, FileKey.of(probe));
             } catch (IOException | UnsupportedOperationException | SecurityException e) {
