@@ -31,7 +31,7 @@ while IFS= read -r run; do
   (PATH="$jdk25/bin:$PATH" JAVA_HOME=$jdk25 sh -c "${run#RUN }" >"$work/step.log" 2>&1) ||
     { cat "$work/step.log" >&2; echo "failed: $run" >&2; exit 1; }
 done < <(grep "^RUN .*$home" <<<"$logical" | sed "s|$home|$work$home|g")
-entrypoint=$(sed -n 's/^ENTRYPOINT *\[\(.*\)\] *$/\1/p' <<<"$logical" | tr ',' '\n' | tr -d ' "' | sed "s|$home|$work$home|g")
+entrypoint=$(sed -n 's/^ENTRYPOINT *\[\(.*\)\] *$/\1/p' <<<"$logical" | grep -o '"[^"]*"' | tr -d '"' | sed "s|$home|$work$home|g")
 mapfile -t image <<<"$entrypoint"        # java, flags..., -jar, jar
 new_java=${image[0]}
 new_flags=("${image[@]:1:${#image[@]}-3}")
