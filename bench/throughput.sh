@@ -71,6 +71,7 @@ logship() {
 
 # What is measured must be right first: raw output is the file byte for byte, JSON one object a line.
 [[ $($(logship "") | md5sum) == $(md5sum <"$log") ]] || { echo "raw output differs from the file" >&2; exit 1; }
+[[ $("$java" -cp "$work" JavaCopy "$log" | md5sum) == $(md5sum <"$log") ]] || { echo "JavaCopy differs from the file" >&2; exit 1; }
 [[ $($(logship "" --format json) | wc -l) == "$lines" ]] || { echo "JSON output is not one line per line" >&2; exit 1; }
 
 names=(cat tail dd8k javacopy raw json raw-image json-image)
