@@ -3176,7 +3176,6 @@ public class LogShip implements Callable<Integer> {
         private final Format format;
         /** The k8s.* fields, the same for every line: written once here and copied into each origin. */
         private final String resourceFields;
-        private final Metrics metrics;
         /** Lines stdout accepted, as of the last flush. */
         long lines;
         /** The loop's side: the block being filled with copied lines or JSON. */
@@ -3194,7 +3193,6 @@ public class LogShip implements Callable<Integer> {
             this.format = settings.format();
             this.block = new OutputBlock(writer);
             this.json = new JsonEncoder(block, settings.timestamp());
-            this.metrics = metrics;
             StringBuilder fields = new StringBuilder();
             settings.resource().forEach((key, value) -> fields.append(",\"").append(key).append("\":\"")
                     .append(JsonEncoder.jsonEscape(value)).append('"'));
