@@ -1957,7 +1957,7 @@ public class LogShip implements Callable<Integer> {
             size = file.size();
             // The marker is checked even when the size is unchanged: a file truncated and rewritten to
             // exactly its old length would otherwise pass for unchanged until it grew again.
-            if ((size < at.offset() || !at.marker().stillBefore(file, at.offset())) && truncatedWithACopy(seen)) {
+            if (truncatedSinceRead(file, size) && truncatedWithACopy(seen)) {
                 return readCopyTurn(turn);
             }
             sample();
@@ -1979,6 +1979,26 @@ public class LogShip implements Callable<Integer> {
             }
             if (!progress.moreToRead()) idle();
             return progress.moreToRead();
+        }
+
+        /** The bytes before the offset are gone: truncated (and maybe written again) since the last read. */
+        private boolean truncatedSinceRead(FileChannel file, long size) throws IOException {
+            return size < at.offset() || !at.marker().stillBefore(file, at.offset());
+        }
+
+        /**
+         * Its checkpoint may not describe what its file holds now: its copy is being shipped, or the
+         * file was truncated since the last read and the next read has yet to notice. Until then what
+         * was shipped from it cannot tell whether an archive is a copy of it.
+         */
+        boolean checkpointOutdated() {
+            if (copy != null) return true;
+            if (channel == null) return false; // no handle: its reopen checks the file again
+            try {
+                return truncatedSinceRead(channel, channel.size());
+            } catch (IOException e) {
+                return true; // its own read finds out; until then not knowing must not ship an archive twice
+            }
         }
 
         /**
@@ -2435,9 +2455,14 @@ public class LogShip implements Callable<Integer> {
          * A live file is this archive's original only if the archive holds what was shipped from it
          * so far (if anything was) and the file is at least as long as the archive's head, as it
          * would be: a shorter file that merely starts the same way (a line half written) must not
-         * hold the archive back.
+         * hold the archive back. A file truncated and written again since its tail's last read
+         * (copytruncate, then rotate and compress, all between two polls) holds the archive back
+         * until that read: the archive may hold the new content, which the tail ships from 0, and the
+         * checkpoint of the old content cannot tell; judged on it, the archive would pass for an
+         * unrelated file and its lines ship twice. The next read brings the checkpoint up to date.
          */
         private static boolean isLiveOriginal(Original original, ArchiveCheck.Complete archive) {
+            if (original.live() instanceof PlainTail plain && plain.checkpointOutdated()) return true;
             Fingerprint now = original.live().fingerprintNow();
             return now != null && now.length() >= Math.min(Fingerprint.SIZE, archive.headLength())
                     && (original.at().offset() == 0 || archive.isCopyOf(original.at()));

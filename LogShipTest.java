@@ -3144,6 +3144,44 @@ public class LogShipTest {
                 assertLines(numberedLines("line", 0, 510), lines.stream().filter(l -> l.startsWith("line")).toList());
             }
         }
+
+        @Test
+        void aFileCopytruncatedRefilledRotatedAndCompressedBetweenTwoPollsShipsItsNewLinesOnce() throws Exception {
+            // All between two polls: the copy holds only what was shipped, and the archive holds what
+            // the truncated file was refilled with, which its tail (still at the old offset) never read.
+            Path log = logs().resolve("app.log");
+            append(log, numbered("old", 0, 2));
+            InProcess shipper = new InProcess(logs(), "-p", "app\\.log(\\.1\\.gz)?").start();
+            assertEquals(numbered("old", 0, 2), shipper.poll());
+            copytruncate(log, logs().resolve("app.log.copy"));
+            append(log, numbered("new", 0, 85));
+            Path rotated = logs().resolve("app.log.1");
+            Files.move(log, rotated);
+            append(log, "next\n");
+            gzip(logs().resolve("app.log.1.gz"), Files.readString(rotated));
+            Files.delete(rotated);
+            List<String> out = new ArrayList<>(shipper.poll().lines().toList());
+            out.addAll(shipper.poll().lines().toList());
+            assertTrue(out.remove("next"), out::toString);
+            assertLines(numberedLines("new", 0, 85), out);
+        }
+
+        @Test
+        void anArchiveThatOnlyStartsLikeATruncatedLiveFileIsStillShippedWhole() throws Exception {
+            // The live file's tail has not read since the truncate: the archive waits for that read,
+            // then ships whole, as it does not hold what the refilled file holds.
+            String banner = "# service banner " + "=".repeat(1200) + "\n";
+            Path log = logs().resolve("b.log");
+            append(log, banner + numbered("b says ", 0, 3));
+            InProcess shipper = new InProcess(logs(), "-p", ".\\.log(\\.gz)?").start();
+            assertEquals(banner + numbered("b says ", 0, 3), shipper.poll());
+            truncateInPlace(log);
+            append(log, banner + numbered("b again ", 0, 300));
+            gzip(logs().resolve("c.log.gz"), banner + numbered("c says ", 0, 300));
+            String out = shipper.poll() + shipper.poll() + shipper.poll();
+            assertEquals(Set5.sorted(banner + numbered("b again ", 0, 300) + banner + numbered("c says ", 0, 300)),
+                    Set5.sorted(out));
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
