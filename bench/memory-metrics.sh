@@ -16,10 +16,8 @@ java=${JAVA_HOME:+$JAVA_HOME/bin/}java
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
 
 ./jbang export fatjar --force -O "$work/logship.jar" LogShip.java >/dev/null 2>&1
-# The ENTRYPOINT's JSON array, minus its java, "-jar <jar>" and the AOT cache (only the image's
-# own JDK 25 build has one): the flags the image runs with.
-flags=$(tr -d '\n\\' <Dockerfile | sed -E 's/.*ENTRYPOINT *\[([^]]*)\].*/\1/' | grep -o '"[^"]*"' |
-        tr -d '"' | grep -v -e '^java$' -e 'bin/java$' -e '^-jar$' -e 'logship.jar$' -e '^-XX:AOTCache=')
+# The image's JVM flags (its ENTRYPOINT, minus java, the jar and the AOT cache).
+flags=$(bench/image-flags.sh)
 echo "flags: $(echo $flags)"
 
 mkdir "$work/logs"

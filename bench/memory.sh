@@ -11,10 +11,8 @@ trap 'rm -rf "$work"' EXIT
 java=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 ./jbang export fatjar --force -O "$work/logship.jar" LogShip.java >/dev/null 2>&1
-# The ENTRYPOINT's JSON array, minus java, "-jar <jar>" and the AOT cache (bench/image.sh builds
-# and measures the image's runtime with its cache): the flags the image runs with.
-flags=$(tr -d '\n\\' <Dockerfile | sed -E 's/.*ENTRYPOINT *\[([^]]*)\].*/\1/' | grep -o '"[^"]*"' |
-        tr -d '"' | grep -v -e '^java$' -e 'bin/java$' -e '^-jar$' -e 'logship.jar$' -e '^-XX:AOTCache=')
+# The image's JVM flags (its ENTRYPOINT, minus java, the jar and the AOT cache).
+flags=$(bench/image-flags.sh)
 echo "flags: $(echo $flags)"
 
 mkdir "$work/logs"

@@ -26,8 +26,8 @@ mkdir -p "$work"/{logs,run,tmp,html,state}
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 ./jbang export fatjar --force -O "$work/logship.jar" LogShip.java >/dev/null 2>&1
-flags=$(tr -d '\n\\' <Dockerfile | sed -E 's/.*ENTRYPOINT *\[([^]]*)\].*/\1/' | grep -o '"[^"]*"' |
-        tr -d '"' | grep -v -e 'java$' -e '^-jar$' -e 'logship.jar$' -e '^-XX:AOTCache=')
+# The image's JVM flags (its ENTRYPOINT, minus java, the jar and the AOT cache).
+flags=$(bench/image-flags.sh)
 
 # The manifest's nginx.conf and sidecar settings, adapted as the RealNginx test adapts them (paths,
 # port, user, pid, a server with an existing root, a witness log), buckets left per minute.

@@ -44,8 +44,8 @@ lines=$(wc -l <"$log")
 
 ./jbang export fatjar --force -O "$work/logship.jar" LogShip.java >/dev/null 2>&1
 "${java%java}javac" -d "$work" bench/JavaCopy.java
-image_flags=$(tr -d '\n\\' <Dockerfile | sed -E 's/.*ENTRYPOINT *\[([^]]*)\].*/\1/' | grep -o '"[^"]*"' |
-        tr -d '"' | grep -v -e '^java$' -e 'bin/java$' -e '^-jar$' -e 'logship.jar$' -e '^-XX:AOTCache=')
+# The image's JVM flags (its ENTRYPOINT, minus java, the jar and the AOT cache).
+image_flags=$(bench/image-flags.sh)
 export POD_NAME=nginx-7d4b9c-x2x9q POD_NAMESPACE=shop NODE_NAME=node-a CONTAINER_NAME=nginx
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
