@@ -322,7 +322,7 @@ public class LogShip implements Callable<Integer> {
         Pattern filePattern = filePattern(pattern);
         Format outputFormat = oneOf(Format.class, "LOG_FORMAT (--format)", format);
         int lineLimit = lineLimit(maxLineBytes);
-        lineFitsTheHeap(lineLimit, outputFormat, Runtime.getRuntime().maxMemory());
+        lineFitsTheHeap(lineLimit, Runtime.getRuntime().maxMemory());
         Path positions = stateFilePath(stateFile);
         positionsAreNotShipped(positions, dir, filePattern);
         return new Settings(dir, filePattern, scanInterval(interval),
@@ -521,12 +521,11 @@ public class LogShip implements Callable<Integer> {
 
     /**
      * The heap one line can take, as a multiple of --max-line-bytes: the line buffer and, while it
-     * grows, its previous copy. json takes no more: JsonEncoder escapes straight into the Sink's
-     * direct buffers and decodes invalid UTF-8 a bounded piece at a time. Measured with -Xmx32m and
-     * a 10 MB line of control bytes (60 MB once escaped): both formats ship it.
+     * grows, its previous copy. The same for both formats: JsonEncoder escapes straight into the
+     * Sink's direct buffers and decodes invalid UTF-8 a bounded piece at a time. Measured with
+     * -Xmx32m and a 10 MB line of control bytes (60 MB once escaped): both formats ship it.
      */
-    static final int RAW_HEAP_PER_LINE_BYTE = 2;
-    static final int JSON_HEAP_PER_LINE_BYTE = 2;
+    static final int HEAP_PER_LINE_BYTE = 2;
     /** What the rest of the program holds on the heap besides the line, with room to spare. */
     static final long HEAP_BESIDES_THE_LINE = 4L * 1024 * 1024;
 
@@ -535,14 +534,13 @@ public class LogShip implements Callable<Integer> {
      * every restart, since the offset never passes that line. Only three quarters of -Xmx count:
      * a collector needs room to move things, and a serial old generation is two thirds of the heap.
      */
-    static void lineFitsTheHeap(int maxLineBytes, Format format, long maxHeap) throws ConfigError {
-        int perByte = format == Format.JSON ? JSON_HEAP_PER_LINE_BYTE : RAW_HEAP_PER_LINE_BYTE;
+    static void lineFitsTheHeap(int maxLineBytes, long maxHeap) throws ConfigError {
         long usable = maxHeap / 4 * 3 - HEAP_BESIDES_THE_LINE;
-        long largest = Math.max(0, usable / perByte);
+        long largest = Math.max(0, usable / HEAP_PER_LINE_BYTE);
         if (maxLineBytes <= largest) return;
         throw new ConfigError("LOG_MAX_LINE_BYTES (--max-line-bytes) " + maxLineBytes + " needs about "
-                + mebibytes((long) maxLineBytes * perByte + HEAP_BESIDES_THE_LINE) + " of heap with --format "
-                + format.name().toLowerCase(Locale.ROOT) + ", but this JVM has " + mebibytes(maxHeap)
+                + mebibytes((long) maxLineBytes * HEAP_PER_LINE_BYTE + HEAP_BESIDES_THE_LINE)
+                + " of heap, but this JVM has " + mebibytes(maxHeap)
                 + " (-Xmx): use at most " + largest + " or give the JVM more heap.");
     }
 
